@@ -1,0 +1,37 @@
+"""monolith-layers: Monolith's recommendation layers for PyTorch.
+
+Every public name is importable from here, e.g.
+``from monolith_layers import DIN, AGRUCell, MLP, merge_tensor_list``.
+"""
+
+from . import activations, initializers, regularizers
+from .batch_norm import BatchNorm
+from .dense import Dense
+from .interop import from_monolith, load_monolith_weights, monolith_variables
+from .layer import Layer, layer_losses, total_layer_loss
+from .merge import merge_tensor_list
+from .mlp import MLP
+from .params import Params
+from .summaries import SummaryRecorder, disable_summaries, enable_summaries
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNorm",
+    "Dense",
+    "Layer",
+    "MLP",
+    "Params",
+    "SummaryRecorder",
+    "activations",
+    "disable_summaries",
+    "enable_summaries",
+    "from_monolith",
+    "initializers",
+    "layer_losses",
+    "load_monolith_weights",
+    "merge_tensor_list",
+    "monolith_variables",
+    "regularizers",
+    "total_layer_loss",
+]

@@ -1,0 +1,101 @@
+"""Monolith's Dense layer with optional weight normalisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_positive_int, check_tensor
+from .layer import Layer, attach_activation
+
+# TF's l2_normalize floor on the squared column norm.
+KERNEL_NORM_EPSILON = 1e-6
+
+
+def l2_normalize_columns(kernel: torch.Tensor, epsilon: float = KERNEL_NORM_EPSILON):
+    """``kernel / sqrt(max(sum(kernel^2, axis=0), epsilon))``, as ``tf.nn.l2_normalize(axis=0)``."""
+    return kernel * torch.rsqrt(kernel.square().sum(dim=0).clamp_min(epsilon))
+
+
+class Dense(Layer):
+    """``y = activation(x @ K + b)`` over the last axis of ``x``.
+
+    With ``allow_kernel_norm`` the kernel is weight-normalised:
+    ``K = g * V / ||V||_col`` (column norms, floor 1e-6 on the squared norm);
+    ``g`` (``trainable_kernel_norm``) starts at the column norms of the initial
+    ``V`` and is learnt when ``kernel_norm_trainable``, otherwise the columns
+    are unit norm. The kernel regulariser sees the raw ``V``.
+
+    Shapes: ``x`` (..., input_dim) -> (..., units).
+
+    Args:
+        units: output width.
+        activation: activation by name / module / callable; ``None`` is linear.
+        use_bias: add a bias (initialised by ``bias_initializer``).
+        kernel_initializer: initializer of ``V`` (default glorot_uniform).
+        bias_initializer: initializer of the bias (default zeros).
+        kernel_regularizer, bias_regularizer: penalties added to ``losses``.
+        allow_kernel_norm: weight-normalise the kernel.
+        kernel_norm_trainable: learn the column norms ``g``.
+        input_dim: width of the last axis of ``x``.
+        name: layer name (Monolith scope), default ``'dense'``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        allow_kernel_norm: bool = False,
+        kernel_norm_trainable: bool = False,
+        *,
+        input_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"Dense({self.name})"
+        self.units = check_positive_int(where, "units", units)
+        self.input_dim = check_positive_int(where, "input_dim", input_dim)
+        self.allow_kernel_norm = bool(allow_kernel_norm)
+        self.kernel_norm_trainable = bool(kernel_norm_trainable)
+
+        kernel = self.add_weight(
+            "kernel",
+            (input_dim, units),
+            kernel_initializer or "glorot_uniform",
+            kernel_regularizer,
+        )
+        # Optional weights exist as None so that attribute access is uniform.
+        self.register_parameter("trainable_kernel_norm", None)
+        self.register_parameter("bias", None)
+        if self.allow_kernel_norm and self.kernel_norm_trainable:
+            init_norm = lambda shape, dtype=None: kernel.detach().norm(dim=0).to(dtype)  # noqa: E731
+            self.add_weight("trainable_kernel_norm", (units,), init_norm)
+        if use_bias:
+            self.add_weight("bias", (units,), bias_initializer or "zeros", bias_regularizer)
+        self.activation = attach_activation(self, activation, units)
+
+    def effective_kernel(self) -> torch.Tensor:
+        """The kernel the layer multiplies by, (input_dim, units)."""
+        if not self.allow_kernel_norm:
+            return self.kernel
+        kernel = l2_normalize_columns(self.kernel)
+        if self.trainable_kernel_norm is not None:
+            kernel = kernel * self.trainable_kernel_norm
+        return kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_tensor(f"Dense({self.name})", "x", x)
+        if x.dim() < 1 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"Dense({self.name}): x must have shape (..., {self.input_dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        y = F.linear(x, self.effective_kernel().t(), self.bias)
+        return y if self.activation is None else self.activation(y)

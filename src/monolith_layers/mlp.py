@@ -1,0 +1,133 @@
+"""Monolith's MLP: a stack of (weight-normalised) Dense layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_dims_list, check_positive_int, check_tensor
+from .batch_norm import BatchNorm
+from .dense import Dense
+from .layer import Layer, attach_activation
+
+
+def _per_layer(where: str, arg: str, value: Any, count: int) -> list[Any]:
+    """One value for every layer: a list must have ``count`` entries, a scalar is repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(
+                f"{where}: {arg} must have one entry per layer ({count}), got {len(value)}"
+            )
+        return list(value)
+    return [value] * count
+
+
+class MLP(Layer):
+    """Dense layers of widths ``output_dims`` with per-layer activations.
+
+    Order per layer, as in Monolith: ``[BN(input)] -> dense_i -> [BN] -> activation``;
+    batch norm (when enabled) is on the input and after every dense but the last.
+
+    Shapes: ``x`` (..., input_dim) -> (..., output_dims[-1]).
+
+    Args:
+        output_dims: widths of the dense layers (non-empty, positive).
+        activations: ``None`` -> relu on all but the last layer, which is linear;
+            one activation -> that one on all but the last; a list -> one per layer.
+        initializers: kernel initializer, one for all or a list of one per layer
+            (``None`` -> glorot_uniform).
+        kernel_regularizer, bias_regularizer: penalties for every dense.
+        use_weight_norm: weight-normalise each kernel (Monolith's default).
+        use_learnable_weight_norm: learn the column norms.
+        use_bias: dense layers have biases.
+        enable_batch_normalization: add Keras-style batch norm (see above).
+        batch_normalization_momentum: Keras momentum of the moving statistics.
+        batch_normalization_renorm, batch_normalization_renorm_clipping,
+        batch_normalization_renorm_momentum: accepted for config compatibility;
+            batch renormalisation itself is not supported (``True`` raises).
+        input_dim: width of the last axis of ``x``.
+        name: Monolith scope, default ``'mlp'``.
+    """
+
+    def __init__(
+        self,
+        output_dims: list[int],
+        activations: Any = None,
+        initializers: Any = None,
+        kernel_regularizer: Any = None,
+        use_weight_norm: bool = True,
+        use_learnable_weight_norm: bool = True,
+        use_bias: bool = True,
+        bias_regularizer: Any = None,
+        enable_batch_normalization: bool = False,
+        batch_normalization_momentum: float = 0.99,
+        batch_normalization_renorm: bool = False,
+        batch_normalization_renorm_clipping: Any = None,
+        batch_normalization_renorm_momentum: float = 0.99,
+        *,
+        input_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"MLP({self.name})"
+        dims = check_dims_list(where, "output_dims", output_dims)
+        check_positive_int(where, "input_dim", input_dim)
+        if batch_normalization_renorm:
+            raise ValueError(f"{where}: batch_normalization_renorm=True is not supported")
+        n = len(dims)
+        if activations is None:
+            acts = ["relu"] * (n - 1) + [None]
+        elif isinstance(activations, (list, tuple)):
+            acts = _per_layer(where, "activations", activations, n)
+        else:
+            acts = [activations] * (n - 1) + [None]
+        inits = _per_layer(where, "initializers", initializers, n)
+
+        self.output_dims = dims
+        # The order the layers run in, as Monolith's get_layer(i) indexes them.
+        self._stack: list[str] = []
+        bn = enable_batch_normalization
+        if bn:
+            self._push("BatchNorm/in", BatchNorm(input_dim, batch_normalization_momentum))
+        width = input_dim
+        for i, dim in enumerate(dims):
+            dense = Dense(
+                dim,
+                use_bias=use_bias,
+                kernel_initializer=inits[i],
+                kernel_regularizer=kernel_regularizer,
+                bias_regularizer=bias_regularizer,
+                allow_kernel_norm=use_weight_norm,
+                kernel_norm_trainable=use_learnable_weight_norm,
+                input_dim=width,
+                name=f"dense_{i}",
+            )
+            self._push(f"dense_{i}", dense)
+            if bn and i != n - 1:
+                scope = "BatchNorm/out" if i == 0 else f"BatchNorm/out_{i}"
+                self._push(scope, BatchNorm(dim, batch_normalization_momentum))
+            if attach_activation(self, acts[i], dim, attr=f"activation_{i}") is not None:
+                self._stack.append(f"activation_{i}")
+            width = dim
+
+    def _push(self, tf_scope: str, module: nn.Module) -> None:
+        attr = tf_scope.replace("/", "_")
+        self.add_sublayer(tf_scope, module, attr=attr)
+        self._stack.append(attr)
+
+    def get_layer(self, index: int) -> nn.Module:
+        """The ``index``-th module in running order (batch norms, denses, activations)."""
+        if not -len(self._stack) <= index < len(self._stack):
+            raise IndexError(
+                f"MLP({self.name}).get_layer: index {index} out of range for "
+                f"{len(self._stack)} layers"
+            )
+        return getattr(self, self._stack[index])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(f"MLP({self.name})", "x", x)
+        for attr in self._stack:
+            x = getattr(self, attr)(x)
+        return x
