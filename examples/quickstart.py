@@ -4,7 +4,13 @@ import json
 
 import torch
 
-from monolith_layers import MLP, from_monolith, load_monolith_weights, monolith_variables, total_layer_loss
+from monolith_layers import (
+    MLP,
+    from_monolith,
+    load_monolith_weights,
+    monolith_variables,
+    total_layer_loss,
+)
 
 
 def main() -> None:

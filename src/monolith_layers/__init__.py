@@ -5,6 +5,7 @@ Every public name is importable from here, e.g.
 """
 
 from . import activations, initializers, regularizers
+from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
 from .interop import from_monolith, load_monolith_weights, monolith_variables
@@ -17,6 +18,9 @@ from .summaries import SummaryRecorder, disable_summaries, enable_summaries
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGRUCell",
+    "dynamic_rnn_with_attention",
+    "static_rnn_with_attention",
     "BatchNorm",
     "Dense",
     "Layer",

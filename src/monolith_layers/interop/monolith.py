@@ -198,3 +198,12 @@ def _mlp(config: dict[str, Any], input_shape: Any):
 
     config["input_dim"] = _last_dim("from_monolith('MLP')", input_shape)
     return MLP, config
+
+
+@register_translator("AGRUCell")
+def _agru_cell(config: dict[str, Any], input_shape: Any):
+    from ..agru import AGRUCell
+
+    x_shape, _, _ = _shapes("from_monolith('AGRUCell')", input_shape, 3)
+    config["input_dim"] = _last_dim("from_monolith('AGRUCell')", x_shape)
+    return AGRUCell, config

@@ -1,0 +1,103 @@
+"""Tiny benchmark harness: medians after warm-up, candidates interleaved.
+
+Each round times every candidate once, in turn, so that a slow spell of the
+machine hits all of them alike; the report is the median per candidate and
+its ratio to a chosen baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_candidates(
+    candidates: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 5
+) -> dict[str, float]:
+    """Median milliseconds per call of each candidate."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def fwd_bwd(forward: Callable[[], object]) -> Callable[[], None]:
+    """A callable doing forward + backward of the sum of every output."""
+
+    def run() -> None:
+        out = forward()
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        torch.stack([o.sum() for o in outs]).sum().backward()
+
+    return run
+
+
+def fwd_only(forward: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            forward()
+
+    return run
+
+
+def report(title: str, baseline: str, rows: dict[str, dict[str, float]]) -> str:
+    """Markdown table: candidate, fwd+bwd ms, forward ms, ratios to ``baseline``."""
+    base = rows[baseline]
+    lines = [
+        f"### {title}",
+        "",
+        f"| candidate | fwd+bwd ms | forward ms | fwd+bwd ratio to {baseline} | forward ratio |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['fwd_bwd']:.2f} | {r['forward']:.2f} | "
+            f"{r['fwd_bwd'] / base['fwd_bwd']:.2f} | {r['forward'] / base['forward']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_case(
+    title: str,
+    baseline: str,
+    forwards: dict[str, Callable[[], object]],
+    rounds: int = 30,
+) -> tuple[str, dict]:
+    """Time every forward as fwd+bwd and as forward-only; return (markdown, json)."""
+    grad = time_candidates({k: fwd_bwd(f) for k, f in forwards.items()}, rounds)
+    infer = time_candidates({k: fwd_only(f) for k, f in forwards.items()}, rounds)
+    rows = {k: {"fwd_bwd": grad[k], "forward": infer[k]} for k in forwards}
+    return report(title, baseline, rows), {"title": title, "baseline": baseline, "rows": rows}
+
+
+def environment() -> dict[str, object]:
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
+
+
+def save(name: str, markdown: list[str], data: list[dict]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("\n\n".join(markdown) + "\n")
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps({"environment": environment(), "cases": data}, indent=2)
+    )
+    print("\n\n".join(markdown))

@@ -1,0 +1,226 @@
+"""The fast attention-GRU recurrence: hoisted projections, fused steps, and a
+hand-written backward through time.
+
+Why it is fast: ``[x, h] @ W = x @ W_x + h @ W_h``, so the ``x`` half of both
+matmuls is done for all T steps at once before the loop. Each step then does
+two (B, U) matmuls and a handful of in-place elementwise ops into
+preallocated time-major buffers. The backward keeps the same shape: every
+factor that does not depend on the incoming gradient (sigmoid' of the gates,
+act' of the candidate, ``c - h``, ``1 - z``) is computed for all steps in
+bulk, the loop carries only ``dh``, and the weight gradients are one big
+matmul each after the loop.
+
+Notation (time-major, T steps, batch B, units U)::
+
+    g_t = sigmoid(xg_t + h_{t-1} @ W_gh)            r_t, u_t = split(g_t)
+    c_t = act(xc_t + (r_t * h_{t-1}) @ W_ch)
+    h_t = h_{t-1} + z_t * (c_t - h_{t-1})            (torch.lerp)
+    z_t = m_t * u_t                    no score
+    z_t = m_t * a_t                    AGRU
+    z_t = m_t - m_t (1 - a_t) * u_t    AUGRU (= m_t * (1 - (1 - a_t) u_t))
+
+with ``m_t`` the padding mask (1 real, 0 padded; all ones without a mask).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import activations as _activations
+
+_FUSED = ("tanh", "sigmoid", "relu", "linear")
+
+
+def fused_activation_name(activation) -> str | None:
+    """The candidate activation's name if the fused path has its derivative."""
+    if isinstance(activation, _activations.ReLU) and activation.get_config() != {
+        "max_value": None,
+        "negative_slope": 0.0,
+        "threshold": 0.0,
+    }:
+        return None
+    name = _activations.name_of(activation)
+    return name if name in _FUSED else None
+
+
+class _Constant:
+    """A -1 tensor per (dtype, device), so the hot loop adds tensors, not Python scalars."""
+
+    def __init__(self, value: float) -> None:
+        self.value, self.cache = value, {}
+
+    def get(self, like: torch.Tensor) -> torch.Tensor:
+        key = (like.dtype, like.device)
+        if key not in self.cache:
+            self.cache[key] = torch.full((1,), self.value, dtype=like.dtype, device=like.device)
+        return self.cache[key]
+
+
+_MINUS_ONE = _Constant(-1.0)
+
+
+def _candidate_(xc_t, q, w_ch, out, name: str) -> torch.Tensor:
+    """``out = act(xc_t + q @ w_ch)`` in place."""
+    if name == "tanh":
+        # tanh(x) = 2 sigmoid(2x) - 1: the same value to within float rounding
+        # (~1e-7 absolute), and several times cheaper than ATen's tanh on CPU.
+        s = torch.addmm(xc_t, q, w_ch, beta=2.0, alpha=2.0, out=out).sigmoid_()
+        return torch.add(_MINUS_ONE.get(out), s, alpha=2.0, out=out)
+    torch.addmm(xc_t, q, w_ch, out=out)
+    if name == "sigmoid":
+        out.sigmoid_()
+    elif name == "relu":
+        out.relu_()
+    return out
+
+
+def _derivative_from_output(c: torch.Tensor, name: str) -> torch.Tensor | None:
+    """act'(pre) written in terms of ``c = act(pre)``; None means 1."""
+    if name == "tanh":
+        return 1.0 - c * c
+    if name == "sigmoid":
+        return c * (1.0 - c)
+    if name == "relu":
+        return (c > 0).to(c.dtype)
+    return None
+
+
+class _AGRUScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xp, w_gh, w_ch, h0, att, mask, mode: str, act: str):
+        # xp (T, B, 3U): input projections with biases, [gates (2U) | candidate (U)],
+        # time-major so that each step's slice is one block of memory.
+        # att, mask: (B, T) or None. mode: 'none' | 'AGRU' | 'AUGRU'.
+        steps, batch, units = xp.shape[0], xp.shape[1], xp.shape[2] // 3
+        dtype = xp.dtype
+        xg, xc = xp[..., : 2 * units], xp[..., 2 * units :]
+        m = None if mask is None else mask.t().unsqueeze(-1).to(dtype)  # (T, B, 1)
+        a = None if att is None else att.t().unsqueeze(-1).to(dtype)
+        states = xc.new_empty(steps + 1, batch, units)  # states[t] = h before step t
+        states[0] = h0
+        gates = xc.new_empty(steps, batch, 2 * units)
+        cands = xc.new_empty(steps, batch, units)
+        z_all = None  # 'none' mode: z is u (times m), rebuilt from the gates in backward
+        if mode == "AGRU":
+            z_all = a if m is None else a * m  # independent of the state: bulk
+        elif mode == "AUGRU":
+            z_all = xc.new_empty(steps, batch, units)
+            keep = torch.ones_like(a) if m is None else m
+            damp = 1.0 - a if m is None else m * (1.0 - a)
+        # Per-step views, made once: indexing a Python list costs nothing.
+        state_t = states.unbind(0)
+        gate_t, cand_t = gates.unbind(0), cands.unbind(0)
+        reset_t, update_t = gates[..., :units].unbind(0), gates[..., units:].unbind(0)
+        xg_t, xc_t = xg.unbind(0), xc.unbind(0)
+        if mode == "AUGRU":
+            z_t, keep_t, damp_t = z_all.unbind(0), keep.unbind(0), damp.unbind(0)
+        elif mode == "AGRU":
+            z_t = z_all.unbind(0)
+        for t in range(steps):
+            h = state_t[t]
+            torch.addmm(xg_t[t], h, w_gh, out=gate_t[t]).sigmoid_()
+            c = _candidate_(xc_t[t], reset_t[t] * h, w_ch, cand_t[t], act)
+            if mode == "AUGRU":
+                z = torch.addcmul(keep_t[t], damp_t[t], update_t[t], value=-1.0, out=z_t[t])
+            elif mode == "none":
+                z = update_t[t] if m is None else update_t[t] * m[t]
+            else:
+                z = z_t[t]
+            torch.lerp(h, c, z, out=state_t[t + 1])
+        ctx.save_for_backward(w_gh, w_ch, states, gates, cands, z_all, a, m)
+        ctx.mode, ctx.act = mode, act
+        outputs = states[1:] if m is None else states[1:] * m
+        return outputs, states[steps].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_outputs, d_final):
+        w_gh, w_ch, states, gates, cands, z_all, a, m = ctx.saved_tensors
+        mode, act = ctx.mode, ctx.act
+        steps, batch, units = cands.shape
+        prev = states[:-1]
+        r, u = gates[..., :units], gates[..., units:]
+        if mode == "none":
+            z_all = u if m is None else u * m
+        # Every factor that does not depend on the incoming gradient, for all
+        # steps at once; built in place to keep large temporaries few.
+        diff = cands - prev  # d h_t / d z_t
+        # coefs[t] = [d r-pre from dq, d u-pre from dh_t]: sigmoid' times the rest.
+        coefs = torch.sub(1.0, gates).mul_(gates)
+        coefs[..., :units].mul_(prev)
+        if mode == "AGRU":
+            coefs[..., units:] = 0.0  # the update gate does not reach h
+        else:
+            coefs[..., units:].mul_(diff)
+            if mode == "AUGRU":
+                coefs[..., units:].mul_((a - 1.0) if m is None else m * (a - 1.0))
+            elif m is not None:
+                coefs[..., units:].mul_(m)
+        act_slope = _derivative_from_output(cands, act)
+        z_act = z_all if act_slope is None else act_slope.mul_(z_all)
+        if d_outputs is not None and m is not None:
+            d_outputs = d_outputs * m
+
+        # pairs[t] = [dq_t, dh_t] side by side, so that one contiguous multiply
+        # by coefs[t] gives both gate gradients.
+        pairs = gates.new_empty(steps, batch, 2 * units)
+        d_xp = gates.new_empty(steps, batch, 3 * units)  # [d gate-pre | d candidate-pre]
+        d_gates, d_cand = d_xp[..., : 2 * units], d_xp[..., 2 * units :]
+        dh = d_final if d_final is not None else cands.new_zeros(batch, units)
+        w_ch_t, w_gh_t = w_ch.t(), w_gh.t()
+        d_out_t = None if d_outputs is None else d_outputs.unbind(0)
+        dq_t, dh_t = pairs[..., :units].unbind(0), pairs[..., units:].unbind(0)
+        pair_t, coef_t = pairs.unbind(0), coefs.unbind(0)
+        d_gate_t, d_cand_t = d_gates.unbind(0), d_cand.unbind(0)
+        z_act_t, z_t, reset_t = z_act.unbind(0), z_all.unbind(0), r.unbind(0)
+        for t in range(steps - 1, -1, -1):
+            if d_out_t is None:
+                dh = dh_t[t].copy_(dh)
+            else:
+                dh = torch.add(dh, d_out_t[t], out=dh_t[t])
+            dc = torch.mul(dh, z_act_t[t], out=d_cand_t[t])
+            dq = torch.mm(dc, w_ch_t, out=dq_t[t])
+            torch.mul(pair_t[t], coef_t[t], out=d_gate_t[t])
+            # dh_{t-1} = dh_t (1 - z_t) + dq_t r_t + d_gates_t @ W_gh^T
+            dh = torch.addcmul(dh, dh, z_t[t], value=-1.0).addcmul_(dq, reset_t[t])
+            dh.addmm_(d_gate_t[t], w_gh_t)
+
+        flat = steps * batch
+        d_att = None
+        if mode != "none" and ctx.needs_input_grad[4]:
+            d_z = pairs[..., units:].mul_(diff)  # dh_t * dh_t/dz_t; pairs is spent
+            if mode == "AUGRU":
+                d_z.mul_(u)
+            d_att = d_z.sum(-1) if m is None else d_z.sum(-1) * m.squeeze(-1)
+            d_att = d_att.t()
+        d_w_gh = prev.reshape(flat, units).t() @ d_gates.reshape(flat, 2 * units)
+        q = torch.mul(r, prev, out=diff)  # diff is not needed after this
+        d_w_ch = q.reshape(flat, units).t() @ d_cand.reshape(flat, units)
+        return (
+            d_xp,
+            d_w_gh,
+            d_w_ch,
+            dh,
+            d_att,
+            None,
+            None,
+            None,
+        )
+
+
+def agru_scan(cell, inputs, att_scores, init_state, mask):
+    """Fast :func:`dynamic_rnn_with_attention` on validated inputs (see there)."""
+    batch, steps, dim = inputs.shape
+    w_gx, w_gh, w_cx, w_ch = cell.split_kernels()
+    if steps == 0:
+        return inputs.new_zeros(batch, 0, cell.units), init_state
+    flat = inputs.transpose(0, 1).reshape(steps * batch, dim)
+    # One matmul projects all steps' inputs for both the gates and the candidate.
+    kernel = torch.cat([w_gx, w_cx], dim=1)
+    bias = torch.cat([cell.gates_bias, cell.candidate_bias])
+    xp = torch.addmm(bias, flat, kernel).view(steps, batch, 3 * cell.units)
+    mode = "none" if att_scores is None else cell.att_type
+    act = fused_activation_name(cell.activation)
+    outputs, final = _AGRUScan.apply(xp, w_gh, w_ch, init_state, att_scores, mask, mode, act)
+    return outputs.transpose(0, 1), final

@@ -1,0 +1,215 @@
+"""The attention GRU cell of DIEN (AGRU / AUGRU) and the RNN helpers around it.
+
+One step, with ``x`` (B, D), ``h`` (B, U), attention ``a`` (B, 1)::
+
+    r, u = split(sigmoid([x, h] @ W_g + b_g))      # reset, update
+    c    = act([x, r * h] @ W_c + b_c)             # candidate
+    no score: h' = (1 - u) * h + u * c
+    AGRU:     h' = (1 - a) * h + a * c
+    AUGRU:    u' = (1 - a) * u;  h' = u' * h + (1 - u') * c
+
+Every variant is ``h' = h + z * (c - h)`` for an update weight ``z``
+(``u``, ``a`` or ``1 - (1 - a) * u``); a padded step is ``z = 0``. The fast
+path in :mod:`monolith_layers._agru_scan` is built on that form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import activations as _activations
+from ._checks import check_positive_int, check_shape, check_tensor
+from .layer import Layer
+
+ATT_TYPES = ("AGRU", "AUGRU")
+
+
+class AGRUCell(Layer):
+    """Attention GRU cell (DIEN's AGRU / AUGRU); see the module docstring for the maths.
+
+    Weights (TF names and layouts): ``gates/kernel`` (D + U, 2U) and
+    ``candidate/kernel`` (D + U, U), rows ordered ``[x, h]``; ``gates/bias``
+    (2U, ``[r, u]``) and ``candidate/bias`` (U), both initialised to ones.
+
+    Args:
+        units: U, the state width.
+        att_type: ``'AGRU'`` or ``'AUGRU'`` (case-insensitive).
+        activation: candidate activation, default tanh.
+        initializer: kernel initializer, default he_normal.
+        regularizer: penalty on all four weights.
+        input_dim: D, the width of ``x``.
+        name: Monolith scope, default ``'agru_cell'``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        att_type: str = "AGRU",
+        activation: Any = None,
+        initializer: Any = None,
+        regularizer: Any = None,
+        *,
+        input_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"AGRUCell({self.name})"
+        self.units = check_positive_int(where, "units", units)
+        self.input_dim = check_positive_int(where, "input_dim", input_dim)
+        if not isinstance(att_type, str) or att_type.upper() not in ATT_TYPES:
+            raise ValueError(f"{where}: att_type must be 'AGRU' or 'AUGRU', got {att_type!r}")
+        self.att_type = att_type.upper()
+        self.activation = _activations.get(activation or "tanh", units=units)
+        init = initializer or "he_normal"
+        rows = input_dim + units
+        self.add_weight("gates/kernel", (rows, 2 * units), init, regularizer)
+        self.add_weight("gates/bias", (2 * units,), "ones", regularizer)
+        self.add_weight("candidate/kernel", (rows, units), init, regularizer)
+        self.add_weight("candidate/bias", (units,), "ones", regularizer)
+
+    @property
+    def state_size(self) -> int:
+        return self.units
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    def zero_state(
+        self, batch_size: int, dtype: torch.dtype | None = None, device: Any = None
+    ) -> torch.Tensor:
+        """Zeros (batch_size, U) in ``dtype`` / ``device`` (default: the weights')."""
+        return self.gates_kernel.new_zeros(batch_size, self.units, dtype=dtype, device=device)
+
+    def check_step(self, x: Any, state: Any, att_score: Any = None) -> torch.Tensor | None:
+        """Validate one step's inputs; returns ``att_score`` as (B, 1) or None."""
+        where = f"AGRUCell({self.name})"
+        x = check_shape(where, "x", x, (None, self.input_dim))
+        check_shape(where, "state", state, (x.shape[0], self.units))
+        if att_score is None:
+            return None
+        att_score = check_tensor(where, "att_score", att_score)
+        if att_score.dim() == 1:
+            att_score = att_score.unsqueeze(1)
+        return check_shape(where, "att_score", att_score, (x.shape[0], 1))
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor, att_score: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: x (B, D), state (B, U), att_score (B, 1), (B,) or None.
+
+        Returns ``(output, new_state)``, the same (B, U) tensor twice.
+        """
+        att_score = self.check_step(x, state, att_score)
+        gates = torch.sigmoid(torch.cat([x, state], 1) @ self.gates_kernel + self.gates_bias)
+        r, u = gates.chunk(2, dim=1)
+        candidate = torch.cat([x, r * state], 1) @ self.candidate_kernel + self.candidate_bias
+        c = self.activation(candidate)
+        if att_score is None:
+            new_h = (1.0 - u) * state + u * c
+        elif self.att_type == "AUGRU":
+            u = (1.0 - att_score) * u
+            new_h = u * state + (1.0 - u) * c
+        else:
+            new_h = (1.0 - att_score) * state + att_score * c
+        return new_h, new_h
+
+    def split_kernels(self) -> tuple[torch.Tensor, ...]:
+        """``(W_gx, W_gh, W_cx, W_ch)``: the kernels' input rows and state rows."""
+        d = self.input_dim
+        return (
+            self.gates_kernel[:d],
+            self.gates_kernel[d:],
+            self.candidate_kernel[:d],
+            self.candidate_kernel[d:],
+        )
+
+
+def check_sequence_inputs(
+    where: str,
+    cell: AGRUCell,
+    inputs: Any,
+    att_scores: Any,
+    init_state: Any,
+    mask: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Validate (B, T, D) inputs, (B, T) scores, (B, U) state, (B, T) mask.
+
+    Returns ``(inputs, att_scores, init_state, mask)`` with the zero state
+    filled in (inputs' dtype and device) and the mask as bool.
+    """
+    if not isinstance(cell, AGRUCell):
+        raise TypeError(f"{where}: cell must be an AGRUCell, got {type(cell).__name__}")
+    inputs = check_shape(where, "inputs", inputs, (None, None, cell.input_dim))
+    batch, steps = inputs.shape[:2]
+    if att_scores is not None:
+        att_scores = check_shape(where, "att_scores", att_scores, (batch, steps))
+    if init_state is None:
+        init_state = inputs.new_zeros(batch, cell.units)
+    else:
+        init_state = check_shape(where, "init_state", init_state, (batch, cell.units))
+    if mask is not None:
+        mask = check_shape(where, "mask", mask, (batch, steps))
+        mask = mask if mask.dtype == torch.bool else mask >= 1
+    return inputs, att_scores, init_state, mask
+
+
+def static_rnn_with_attention(
+    cell: AGRUCell,
+    inputs: torch.Tensor,
+    att_scores: torch.Tensor | None,
+    init_state: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``cell`` step by step: the plain, obviously-correct loop.
+
+    Shapes: inputs (B, T, D), att_scores (B, T) (``None``: plain GRU update),
+    init_state (B, U) (default zeros in the inputs' dtype / device), mask
+    (B, T) (True / >= 1 marks a real step). Returns ``(outputs (B, T, U),
+    final_state (B, U))``. A padded step keeps the state and outputs zeros.
+    This is the reference that :func:`dynamic_rnn_with_attention` is tested
+    against.
+    """
+    inputs, att_scores, state, mask = check_sequence_inputs(
+        "static_rnn_with_attention", cell, inputs, att_scores, init_state, mask
+    )
+    outputs = []
+    for t in range(inputs.shape[1]):
+        score = None if att_scores is None else att_scores[:, t : t + 1]
+        _, new_state = cell(inputs[:, t], state, score)
+        if mask is None:
+            state = new_state
+            outputs.append(new_state)
+        else:
+            keep = mask[:, t : t + 1]
+            state = torch.where(keep, new_state, state)
+            outputs.append(torch.where(keep, new_state, torch.zeros_like(new_state)))
+    if not outputs:
+        return inputs.new_zeros(inputs.shape[0], 0, cell.units), state
+    return torch.stack(outputs, dim=1), state
+
+
+def dynamic_rnn_with_attention(
+    cell: AGRUCell,
+    inputs: torch.Tensor,
+    att_scores: torch.Tensor | None,
+    init_state: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract and results as :func:`static_rnn_with_attention`, fast.
+
+    The input projections of all T steps are one matmul each; the loop does
+    two small matmuls and fused elementwise updates per step, with a
+    hand-written backward through time (tanh, sigmoid, relu and linear
+    candidate activations; any other activation runs the plain loop).
+    """
+    from ._agru_scan import agru_scan, fused_activation_name
+
+    inputs, att_scores, state, mask = check_sequence_inputs(
+        "dynamic_rnn_with_attention", cell, inputs, att_scores, init_state, mask
+    )
+    if fused_activation_name(cell.activation) is None:
+        return static_rnn_with_attention(cell, inputs, att_scores, state, mask)
+    return agru_scan(cell, inputs, att_scores, state, mask)
