@@ -27,63 +27,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import activations as _activations
-
-_FUSED = ("tanh", "sigmoid", "relu", "linear")
-
-
-def fused_activation_name(activation) -> str | None:
-    """The candidate activation's name if the fused path has its derivative."""
-    if isinstance(activation, _activations.ReLU) and activation.get_config() != {
-        "max_value": None,
-        "negative_slope": 0.0,
-        "threshold": 0.0,
-    }:
-        return None
-    name = _activations.name_of(activation)
-    return name if name in _FUSED else None
-
-
-class _Constant:
-    """A -1 tensor per (dtype, device), so the hot loop adds tensors, not Python scalars."""
-
-    def __init__(self, value: float) -> None:
-        self.value, self.cache = value, {}
-
-    def get(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.dtype, like.device)
-        if key not in self.cache:
-            self.cache[key] = torch.full((1,), self.value, dtype=like.dtype, device=like.device)
-        return self.cache[key]
-
-
-_MINUS_ONE = _Constant(-1.0)
-
-
-def _candidate_(xc_t, q, w_ch, out, name: str) -> torch.Tensor:
-    """``out = act(xc_t + q @ w_ch)`` in place."""
-    if name == "tanh":
-        # tanh(x) = 2 sigmoid(2x) - 1: the same value to within float rounding
-        # (~1e-7 absolute), and several times cheaper than ATen's tanh on CPU.
-        s = torch.addmm(xc_t, q, w_ch, beta=2.0, alpha=2.0, out=out).sigmoid_()
-        return torch.add(_MINUS_ONE.get(out), s, alpha=2.0, out=out)
-    torch.addmm(xc_t, q, w_ch, out=out)
-    if name == "sigmoid":
-        out.sigmoid_()
-    elif name == "relu":
-        out.relu_()
-    return out
-
-
-def _derivative_from_output(c: torch.Tensor, name: str) -> torch.Tensor | None:
-    """act'(pre) written in terms of ``c = act(pre)``; None means 1."""
-    if name == "tanh":
-        return 1.0 - c * c
-    if name == "sigmoid":
-        return c * (1.0 - c)
-    if name == "relu":
-        return (c > 0).to(c.dtype)
-    return None
+from ._fused import activate_, derivative_from_output, fused_activation_name, pre_scale
 
 
 class _AGRUScan(torch.autograd.Function):
@@ -117,10 +61,13 @@ class _AGRUScan(torch.autograd.Function):
             z_t, keep_t, damp_t = z_all.unbind(0), keep.unbind(0), damp.unbind(0)
         elif mode == "AGRU":
             z_t = z_all.unbind(0)
+        k = pre_scale(act)
         for t in range(steps):
             h = state_t[t]
             torch.addmm(xg_t[t], h, w_gh, out=gate_t[t]).sigmoid_()
-            c = _candidate_(xc_t[t], reset_t[t] * h, w_ch, cand_t[t], act)
+            c = activate_(
+                torch.addmm(xc_t[t], reset_t[t] * h, w_ch, beta=k, alpha=k, out=cand_t[t]), act
+            )
             if mode == "AUGRU":
                 z = torch.addcmul(keep_t[t], damp_t[t], update_t[t], value=-1.0, out=z_t[t])
             elif mode == "none":
@@ -157,7 +104,7 @@ class _AGRUScan(torch.autograd.Function):
                 coefs[..., units:].mul_((a - 1.0) if m is None else m * (a - 1.0))
             elif m is not None:
                 coefs[..., units:].mul_(m)
-        act_slope = _derivative_from_output(cands, act)
+        act_slope = derivative_from_output(cands, act)
         z_act = z_all if act_slope is None else act_slope.mul_(z_all)
         if d_outputs is not None and m is not None:
             d_outputs = d_outputs * m
@@ -213,8 +160,6 @@ def agru_scan(cell, inputs, att_scores, init_state, mask):
     """Fast :func:`dynamic_rnn_with_attention` on validated inputs (see there)."""
     batch, steps, dim = inputs.shape
     w_gx, w_gh, w_cx, w_ch = cell.split_kernels()
-    if steps == 0:
-        return inputs.new_zeros(batch, 0, cell.units), init_state
     flat = inputs.transpose(0, 1).reshape(steps * batch, dim)
     # One matmul projects all steps' inputs for both the gates and the candidate.
     kernel = torch.cat([w_gx, w_cx], dim=1)

@@ -20,7 +20,10 @@ from typing import Any
 import torch
 
 from . import activations as _activations
+from ._agru_scan import agru_scan
 from ._checks import check_positive_int, check_shape, check_tensor
+from ._fused import fused_activation_name
+from ._sequence import check_sequence, step_loop
 from .layer import Layer
 
 ATT_TYPES = ("AGRU", "AUGRU")
@@ -127,32 +130,14 @@ class AGRUCell(Layer):
         )
 
 
-def check_sequence_inputs(
-    where: str,
-    cell: AGRUCell,
-    inputs: Any,
-    att_scores: Any,
-    init_state: Any,
-    mask: Any,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """Validate (B, T, D) inputs, (B, T) scores, (B, U) state, (B, T) mask.
-
-    Returns ``(inputs, att_scores, init_state, mask)`` with the zero state
-    filled in (inputs' dtype and device) and the mask as bool.
-    """
+def _check_rnn_inputs(where, cell, inputs, att_scores, init_state, mask):
     if not isinstance(cell, AGRUCell):
         raise TypeError(f"{where}: cell must be an AGRUCell, got {type(cell).__name__}")
-    inputs = check_shape(where, "inputs", inputs, (None, None, cell.input_dim))
-    batch, steps = inputs.shape[:2]
+    inputs, init_state, mask = check_sequence(
+        where, inputs, cell.input_dim, cell.units, init_state, mask
+    )
     if att_scores is not None:
-        att_scores = check_shape(where, "att_scores", att_scores, (batch, steps))
-    if init_state is None:
-        init_state = inputs.new_zeros(batch, cell.units)
-    else:
-        init_state = check_shape(where, "init_state", init_state, (batch, cell.units))
-    if mask is not None:
-        mask = check_shape(where, "mask", mask, (batch, steps))
-        mask = mask if mask.dtype == torch.bool else mask >= 1
+        att_scores = check_shape(where, "att_scores", att_scores, tuple(inputs.shape[:2]))
     return inputs, att_scores, init_state, mask
 
 
@@ -172,23 +157,15 @@ def static_rnn_with_attention(
     This is the reference that :func:`dynamic_rnn_with_attention` is tested
     against.
     """
-    inputs, att_scores, state, mask = check_sequence_inputs(
+    inputs, att_scores, state, mask = _check_rnn_inputs(
         "static_rnn_with_attention", cell, inputs, att_scores, init_state, mask
     )
-    outputs = []
-    for t in range(inputs.shape[1]):
+
+    def step(t: int, state: torch.Tensor) -> torch.Tensor:
         score = None if att_scores is None else att_scores[:, t : t + 1]
-        _, new_state = cell(inputs[:, t], state, score)
-        if mask is None:
-            state = new_state
-            outputs.append(new_state)
-        else:
-            keep = mask[:, t : t + 1]
-            state = torch.where(keep, new_state, state)
-            outputs.append(torch.where(keep, new_state, torch.zeros_like(new_state)))
-    if not outputs:
-        return inputs.new_zeros(inputs.shape[0], 0, cell.units), state
-    return torch.stack(outputs, dim=1), state
+        return cell(inputs[:, t], state, score)[1]
+
+    return step_loop(step, inputs.shape[1], state, mask)
 
 
 def dynamic_rnn_with_attention(
@@ -205,11 +182,9 @@ def dynamic_rnn_with_attention(
     hand-written backward through time (tanh, sigmoid, relu and linear
     candidate activations; any other activation runs the plain loop).
     """
-    from ._agru_scan import agru_scan, fused_activation_name
-
-    inputs, att_scores, state, mask = check_sequence_inputs(
+    inputs, att_scores, state, mask = _check_rnn_inputs(
         "dynamic_rnn_with_attention", cell, inputs, att_scores, init_state, mask
     )
-    if fused_activation_name(cell.activation) is None:
+    if fused_activation_name(cell.activation) is None or inputs.shape[1] == 0:
         return static_rnn_with_attention(cell, inputs, att_scores, state, mask)
     return agru_scan(cell, inputs, att_scores, state, mask)

@@ -1,0 +1,60 @@
+"""Input checks and the plain step loop shared by the recurrent helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._checks import check_mask, check_shape
+
+
+def check_sequence(
+    where: str,
+    inputs: object,
+    input_dim: int,
+    units: int,
+    init_state: object,
+    mask: object,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate inputs (B, T, D), init_state (B, U) and mask (B, T).
+
+    Returns ``(inputs, init_state, mask)``: the state defaults to zeros in the
+    inputs' dtype and device, the mask becomes bool (True = real step).
+    """
+    inputs = check_shape(where, "inputs", inputs, (None, None, input_dim))
+    batch, steps = inputs.shape[:2]
+    if init_state is None:
+        init_state = inputs.new_zeros(batch, units)
+    else:
+        init_state = check_shape(where, "init_state", init_state, (batch, units))
+    if mask is not None:
+        mask = check_mask(where, mask, batch, steps)
+    return inputs, init_state, mask
+
+
+def step_loop(
+    step: Callable[[int, torch.Tensor], torch.Tensor],
+    steps: int,
+    state: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``state = step(t, state)`` for t < steps, honouring the padding mask.
+
+    A padded step keeps the state and outputs zeros. Returns ``(outputs (B,
+    T, U), final_state (B, U))``. This is the obviously-correct reference
+    the fused paths are tested against.
+    """
+    outputs = []
+    for t in range(steps):
+        new_state = step(t, state)
+        if mask is None:
+            state = new_state
+            outputs.append(new_state)
+        else:
+            keep = mask[:, t : t + 1]
+            state = torch.where(keep, new_state, state)
+            outputs.append(torch.where(keep, new_state, torch.zeros_like(new_state)))
+    if not outputs:
+        return state.new_zeros(state.shape[0], 0, state.shape[1]), state
+    return torch.stack(outputs, dim=1), state

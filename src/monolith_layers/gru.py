@@ -1,0 +1,110 @@
+"""Keras's GRU cell (``reset_after=True``), the interest extractor of DIEN.
+
+One step, with ``x`` (B, D), ``h`` (B, U), Keras gate order z, r, h::
+
+    gi = x @ kernel + bias[0]                    # (B, 3U)
+    gh = h @ recurrent_kernel + bias[1]          # (B, 3U)
+    z  = sigmoid(gi_z + gh_z);  r = sigmoid(gi_r + gh_r)
+    hh = act(gi_h + r * gh_h)
+    h' = z * h + (1 - z) * hh
+
+:func:`gru_sequence` runs it over (B, T, D) with an optional padding mask
+(a padded step keeps the state and outputs zeros); the fast path is in
+:mod:`monolith_layers._gru_scan`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import activations as _activations
+from ._checks import check_positive_int, check_shape
+from ._fused import fused_activation_name
+from ._gru_scan import gru_scan
+from ._sequence import check_sequence, step_loop
+from .layer import Layer
+
+
+class KerasGRUCell(Layer):
+    """``tf.keras.layers.GRUCell(reset_after=True)``, weights in Keras's layout.
+
+    Weights: ``kernel`` (D, 3U), ``recurrent_kernel`` (U, 3U), ``bias``
+    (2, 3U) = [input bias; recurrent bias], gate order z, r, h.
+
+    Args:
+        units: U.
+        activation: candidate activation (Keras default tanh).
+        recurrent_activation: gate activation; only sigmoid is supported.
+        kernel_initializer: default glorot_uniform (Keras's).
+        recurrent_initializer: default orthogonal (Keras's).
+        bias_initializer: default zeros.
+        kernel_regularizer: penalty on ``kernel`` (the only one DIEN sets).
+        input_dim: D.
+        name: Monolith scope, default ``'keras_gru_cell'``.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: Any = "tanh",
+        recurrent_activation: Any = "sigmoid",
+        kernel_initializer: Any = "glorot_uniform",
+        recurrent_initializer: Any = "orthogonal",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        *,
+        input_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"KerasGRUCell({self.name})"
+        self.units = check_positive_int(where, "units", units)
+        self.input_dim = check_positive_int(where, "input_dim", input_dim)
+        if _activations.name_of(_activations.get(recurrent_activation)) != "sigmoid":
+            raise ValueError(
+                f"{where}: recurrent_activation must be sigmoid, got {recurrent_activation!r}"
+            )
+        self.activation = _activations.get(activation or "linear", units=units)
+        self.add_weight("kernel", (input_dim, 3 * units), kernel_initializer, kernel_regularizer)
+        self.add_weight("recurrent_kernel", (units, 3 * units), recurrent_initializer)
+        self.add_weight("bias", (2, 3 * units), bias_initializer)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: x (B, D), state (B, U) -> (output, new_state), both (B, U)."""
+        where = f"KerasGRUCell({self.name})"
+        x = check_shape(where, "x", x, (None, self.input_dim))
+        check_shape(where, "state", state, (x.shape[0], self.units))
+        gi = x @ self.kernel + self.bias[0]
+        gh = state @ self.recurrent_kernel + self.bias[1]
+        gi_z, gi_r, gi_h = gi.chunk(3, dim=1)
+        gh_z, gh_r, gh_h = gh.chunk(3, dim=1)
+        z = torch.sigmoid(gi_z + gh_z)
+        r = torch.sigmoid(gi_r + gh_r)
+        hh = self.activation(gi_h + r * gh_h)
+        new_h = z * state + (1.0 - z) * hh
+        return new_h, new_h
+
+
+def gru_sequence(
+    cell: KerasGRUCell,
+    inputs: torch.Tensor,
+    init_state: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    fast: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``cell`` over inputs (B, T, D) -> (outputs (B, T, U), final_state (B, U)).
+
+    ``mask`` (B, T): True / >= 1 marks real steps; a padded step keeps the
+    state and outputs zeros. ``fast=False`` runs the plain step-by-step loop
+    (the reference the fast path is tested against).
+    """
+    inputs, init_state, mask = check_sequence(
+        "gru_sequence", inputs, cell.input_dim, cell.units, init_state, mask
+    )
+    if fast and inputs.shape[1] > 0 and fused_activation_name(cell.activation) is not None:
+        return gru_scan(cell, inputs, init_state, mask)
+    return step_loop(
+        lambda t, state: cell(inputs[:, t], state)[1], inputs.shape[1], init_state, mask
+    )
