@@ -8,6 +8,8 @@ from . import activations, initializers, regularizers
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
+from .feature_seq import DIEN, DIN, DMR_U2I
+from .gru import KerasGRUCell, gru_sequence
 from .interop import from_monolith, load_monolith_weights, monolith_variables
 from .layer import Layer, layer_losses, total_layer_loss
 from .merge import merge_tensor_list
@@ -22,7 +24,12 @@ __all__ = [
     "dynamic_rnn_with_attention",
     "static_rnn_with_attention",
     "BatchNorm",
+    "DIEN",
+    "DIN",
+    "DMR_U2I",
     "Dense",
+    "KerasGRUCell",
+    "gru_sequence",
     "Layer",
     "MLP",
     "Params",

@@ -14,6 +14,18 @@ from . import activations as _activations
 FUSED_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
 
 
+def use_fused_path(activation) -> bool:
+    """Whether a recurrence can take its fused path.
+
+    Not while ``torch.compile`` / ``torch.export`` trace the model: the fused
+    kernels write into preallocated buffers (``out=``), which tracing cannot
+    differentiate, so tracers get the plain loop, which they unroll.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return fused_activation_name(activation) is not None
+
+
 def fused_activation_name(activation) -> str | None:
     """The activation's name if the fused paths know its derivative, else None."""
     if isinstance(activation, _activations.ReLU) and activation.get_config() != {

@@ -6,7 +6,7 @@ Notation (time-major; ``gi`` = input projections with ``bias[0]``, hoisted)::
     gh_t = h_{t-1} @ W_r + b_r                       (B, 3U)
     z_t, r_t = sigmoid(gi_zr_t + gh_zr_t)
     hh_t = act(gi_h_t + r_t * gh_h_t)
-    h_t  = hh_t + w_t * (h_{t-1} - hh_t)             (torch.lerp)
+    h_t  = w_t * h_{t-1} + (1 - w_t) * hh_t
     w_t  = z_t                 without a mask
     w_t  = z_t m_t + 1 - m_t   with one (a padded step keeps h)
 """
@@ -45,7 +45,8 @@ class _GRUScan(torch.autograd.Function):
             torch.add(gi_zr_t[t], gh_zr_t[t], out=zr_t[t]).sigmoid_()
             cand = activate_(torch.addcmul(gi_h_t[t], r_t[t], gh_h_t[t], value=k, out=hh_t[t]), act)
             w = z_t[t] if m is None else torch.addcmul(pad_t[t], z_t[t], m_t[t], out=carry_t[t])
-            torch.lerp(cand, h, w, out=state_t[t + 1])
+            # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
+            torch.mul(w, h, out=state_t[t + 1]).add_((1.0 - w) * cand)
         ctx.save_for_backward(w_r, states, gh, zr, hh, carry, m)
         ctx.act = act
         outputs = states[1:] if m is None else states[1:] * m

@@ -58,3 +58,20 @@ def step_loop(
     if not outputs:
         return state.new_zeros(state.shape[0], 0, state.shape[1]), state
     return torch.stack(outputs, dim=1), state
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """Softmax over ``dim`` that gives masked-out positions exactly zero weight.
+
+    ``mask`` (broadcastable to ``logits``) is True where a position is real. A
+    slice with no real position gives all zeros, never NaN, and no finite
+    "minus infinity" constant is used, so float16 / bfloat16 are safe.
+    """
+    if mask is None:
+        return torch.softmax(logits, dim=dim)
+    logits = logits.masked_fill(~mask, float("-inf"))
+    peak = logits.amax(dim=dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
+    weights = torch.exp(logits - peak)
+    total = weights.sum(dim=dim, keepdim=True)
+    return weights / torch.where(total > 0, total, torch.ones_like(total))

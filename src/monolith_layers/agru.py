@@ -22,7 +22,7 @@ import torch
 from . import activations as _activations
 from ._agru_scan import agru_scan
 from ._checks import check_positive_int, check_shape, check_tensor
-from ._fused import fused_activation_name
+from ._fused import use_fused_path
 from ._sequence import check_sequence, step_loop
 from .layer import Layer
 
@@ -185,6 +185,6 @@ def dynamic_rnn_with_attention(
     inputs, att_scores, state, mask = _check_rnn_inputs(
         "dynamic_rnn_with_attention", cell, inputs, att_scores, init_state, mask
     )
-    if fused_activation_name(cell.activation) is None or inputs.shape[1] == 0:
+    if not use_fused_path(cell.activation) or inputs.shape[1] == 0:
         return static_rnn_with_attention(cell, inputs, att_scores, state, mask)
     return agru_scan(cell, inputs, att_scores, state, mask)

@@ -21,7 +21,7 @@ import torch
 
 from . import activations as _activations
 from ._checks import check_positive_int, check_shape
-from ._fused import fused_activation_name
+from ._fused import use_fused_path
 from ._gru_scan import gru_scan
 from ._sequence import check_sequence, step_loop
 from .layer import Layer
@@ -103,7 +103,7 @@ def gru_sequence(
     inputs, init_state, mask = check_sequence(
         "gru_sequence", inputs, cell.input_dim, cell.units, init_state, mask
     )
-    if fast and inputs.shape[1] > 0 and fused_activation_name(cell.activation) is not None:
+    if fast and inputs.shape[1] > 0 and use_fused_path(cell.activation):
         return gru_scan(cell, inputs, init_state, mask)
     return step_loop(
         lambda t, state: cell(inputs[:, t], state)[1], inputs.shape[1], init_state, mask

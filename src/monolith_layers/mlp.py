@@ -128,6 +128,11 @@ class MLP(Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(f"MLP({self.name})", "x", x)
-        for attr in self._stack:
+        return self.run_from(x, 0)
+
+    def run_from(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Run the layers from ``get_layer(index)`` on: lets a caller compute the
+        first dense itself (DIN does, without materialising its input)."""
+        for attr in self._stack[index:]:
             x = getattr(self, attr)(x)
         return x

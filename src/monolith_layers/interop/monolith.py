@@ -207,3 +207,49 @@ def _agru_cell(config: dict[str, Any], input_shape: Any):
     x_shape, _, _ = _shapes("from_monolith('AGRUCell')", input_shape, 3)
     config["input_dim"] = _last_dim("from_monolith('AGRUCell')", x_shape)
     return AGRUCell, config
+
+
+@register_translator("DIN")
+def _din(config: dict[str, Any], input_shape: Any):
+    from ..feature_seq import DIN
+
+    where = "from_monolith('DIN')"
+    _, keys_shape = _shapes(where, input_shape, 2)
+    config["embed_dim"] = _last_dim(where, keys_shape)
+    # Monolith's DIN.get_config() forgets mode and decay; its from_config then
+    # builds the defaults, which our signature defaults reproduce.
+    return DIN, config
+
+
+@register_translator("DIEN")
+def _dien(config: dict[str, Any], input_shape: Any):
+    from ..feature_seq import DIEN
+
+    where = "from_monolith('DIEN')"
+    _, keys_shape = _shapes(where, input_shape, 2)
+    config["input_dim"] = _last_dim(where, keys_shape)
+    att_type = config.get("att_type", "AGRU")
+    if isinstance(att_type, str) and att_type.upper() != "AGRU":
+        warnings.warn(
+            f"{where}: the original DIEN ignores att_type={att_type!r} and always runs AGRU; "
+            "building AGRU to reproduce it (construct DIEN directly for AUGRU)",
+            stacklevel=3,
+        )
+    config["att_type"] = "AGRU"
+    return DIEN, config
+
+
+@register_translator("DMR_U2I")
+def _dmr_u2i(config: dict[str, Any], input_shape: Any):
+    from ..feature_seq import DMR_U2I
+
+    where = "from_monolith('DMR_U2I')"
+    items_shape, seq_shape = _shapes(where, input_shape, 2)
+    if len(seq_shape) != 3 or seq_shape[1] is None:
+        raise ValueError(
+            f"{where}: user_seq shape must be (B, T, E) with T known, got {seq_shape!r}"
+        )
+    config["seq_len"] = int(seq_shape[1])
+    config["user_dim"] = _last_dim(where, seq_shape)
+    config["item_dim"] = _last_dim(where, items_shape)
+    return DMR_U2I, config

@@ -1,0 +1,284 @@
+"""Sequence layers: DIN, DIEN and DMR_U2I, with real padding masks.
+
+Every layer takes an optional ``mask`` (B, T): True (or a float >= 1, as in
+Monolith) marks a real step. Padded steps never change a result, and a row
+with no real step gives finite zeros. Without a mask the results equal the
+originals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._checks import check_dims_list, check_mask, check_positive_int, check_shape
+from ._sequence import masked_softmax
+from .agru import ATT_TYPES, AGRUCell, dynamic_rnn_with_attention
+from .dense import Dense
+from .gru import KerasGRUCell, gru_sequence
+from .layer import Layer
+from .mlp import MLP
+
+
+def _check_query_keys(where: str, queries: Any, keys: Any, query_dim: int, key_dim: int | None):
+    keys = check_shape(where, "keys", keys, (None, None, key_dim))
+    queries = check_shape(where, "queries", queries, (keys.shape[0], query_dim))
+    return queries, keys
+
+
+class DIN(Layer):
+    """Deep Interest Network attention pooling (Zhou et al., 2018), Monolith's variant.
+
+    ``w = MLP([q, k, q - k, q * k])`` per step (no softmax, as in Monolith and
+    the paper), optionally divided by sqrt(H) (``decay``), zeroed on padded
+    steps; ``mode='sum'`` returns ``sum_t w_t k_t``, any other mode ``k * w``.
+
+    The first dense of the tower is computed without building the (B, T, 4H)
+    concatenation: with its kernel split into four (H, h1) blocks,
+    ``[q, k, q-k, q*k] @ W = q @ (W1 + W3) + k @ (W2 - W3 + diag(q) W4)``,
+    one batched matmul with the q part computed once per row.
+
+    Shapes: queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) for
+    ``'sum'``, else (B, T, H).
+
+    Args:
+        hidden_units: widths of the ``compress_tower`` MLP; the last must be 1.
+        activation: hidden activation of the tower; ``None`` is linear (as in
+            the original, whose Keras ``activations.get(None)`` is linear).
+        initializer: kernel initializer of the tower, default glorot_normal.
+        regularizer: kernel regularizer of the tower.
+        mode: ``'sum'`` pools over T; anything else keeps T.
+        decay: divide the weights by sqrt(H).
+        embed_dim: H.
+        name: Monolith scope, default ``'din'``.
+    """
+
+    def __init__(
+        self,
+        hidden_units: list[int],
+        activation: Any = None,
+        initializer: Any = None,
+        regularizer: Any = None,
+        mode: str = "sum",
+        decay: bool = False,
+        *,
+        embed_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"DIN({self.name})"
+        dims = check_dims_list(where, "hidden_units", hidden_units)
+        if dims[-1] != 1:
+            raise ValueError(f"{where}: hidden_units must end in 1, got {hidden_units!r}")
+        self.embed_dim = check_positive_int(where, "embed_dim", embed_dim)
+        self.mode, self.decay = mode, bool(decay)
+        tower = MLP(
+            dims,
+            activations=activation if activation is not None else "linear",
+            initializers=initializer or "glorot_normal",
+            kernel_regularizer=regularizer,
+            input_dim=4 * embed_dim,
+            name="compress_tower",
+        )
+        self.compress_tower = self.add_sublayer("compress_tower", tower)
+
+    def attention_logits_reference(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """The tower on the materialised ``[q, k, q-k, q*k]`` (B, T, 4H) -> (B, T, 1)."""
+        q = queries.unsqueeze(1).expand_as(keys)
+        return self.compress_tower(torch.cat([q, keys, q - keys, q * keys], dim=-1))
+
+    def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Same values as :meth:`attention_logits_reference`, without the concat."""
+        dense = self.compress_tower.dense_0
+        w1, w2, w3, w4 = dense.effective_kernel().split(self.embed_dim, dim=0)
+        per_row = queries @ (w1 + w3)
+        if dense.bias is not None:
+            per_row = per_row + dense.bias
+        # (B, H, h1): the key-side kernel of each row, W2 - W3 + diag(q_b) W4.
+        key_kernel = torch.addcmul(w2 - w3, queries.unsqueeze(-1), w4)
+        first = torch.baddbmm(per_row.unsqueeze(1), keys, key_kernel)
+        return self.compress_tower.run_from(first, 1)
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        where = f"DIN({self.name})"
+        queries, keys = _check_query_keys(where, queries, keys, self.embed_dim, self.embed_dim)
+        weights = self.attention_logits(queries, keys)  # (B, T, 1)
+        if self.decay:
+            weights = weights / self.embed_dim**0.5
+        if mask is not None:
+            keep = check_mask(where, mask, keys.shape[0], keys.shape[1])
+            weights = weights.masked_fill(~keep.unsqueeze(-1), 0.0)
+        self._summarize_histogram(f"{self.name}_attention_outputs", weights)
+        if self.mode == "sum":
+            return torch.bmm(weights.transpose(1, 2), keys).squeeze(1)
+        return keys * weights
+
+
+class DIEN(Layer):
+    """Deep Interest Evolution Network (Zhou et al., 2019), Monolith's layer.
+
+    1. Interest extractor: a Keras GRU cell ``gru_cell`` over the keys.
+    2. Attention: ``softmax_T(outputs @ (queries @ W^T))`` with ``W`` =
+       ``attention_weight`` (U, U); padded steps get exactly zero weight.
+    3. Interest evolution: an :class:`AGRUCell` ``augru_cell`` through
+       :func:`dynamic_rnn_with_attention`; the final state is the output.
+
+    ``att_type`` is honoured ('AGRU' or 'AUGRU'); Monolith ignores it and
+    always runs AGRU, which :func:`monolith_layers.from_monolith` reproduces.
+    With a mask the GRU carries its state through padded steps and the AGRU
+    skips them; a row with no real step returns zeros.
+
+    Shapes: queries (B, U), keys (B, T, D), mask (B, T) -> (B, U).
+
+    Args:
+        num_units: U, width of both recurrent cells and of the queries.
+        att_type: 'AGRU' or 'AUGRU' for the evolution cell.
+        activation: candidate activation of both cells (default relu).
+        initializer: kernel initializer of everything (default he_uniform);
+            the GRU's recurrent kernel uses Keras's orthogonal default.
+        regularizer: kernel regularizer of the GRU kernel, the attention
+            weight and all AGRU weights (as in Monolith).
+        input_dim: D, the keys' width.
+        name: Monolith scope, default ``'dien'``.
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        att_type: str = "AGRU",
+        activation: Any = "relu",
+        initializer: Any = "he_uniform",
+        regularizer: Any = None,
+        *,
+        input_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"DIEN({self.name})"
+        self.num_units = check_positive_int(where, "num_units", num_units)
+        self.input_dim = check_positive_int(where, "input_dim", input_dim)
+        if not isinstance(att_type, str) or att_type.upper() not in ATT_TYPES:
+            raise ValueError(f"{where}: att_type must be 'AGRU' or 'AUGRU', got {att_type!r}")
+        initializer = initializer or "he_uniform"
+        gru = KerasGRUCell(
+            num_units,
+            activation=activation,
+            kernel_initializer=initializer,
+            kernel_regularizer=regularizer,
+            input_dim=input_dim,
+            name="gru_cell",
+        )
+        self.gru_cell = self.add_sublayer("gru_cell", gru)
+        augru = AGRUCell(
+            num_units,
+            att_type=att_type,
+            activation=activation,
+            initializer=initializer,
+            regularizer=regularizer,
+            input_dim=num_units,
+            name="augru_cell",
+        )
+        self.augru_cell = self.add_sublayer("augru_cell", augru)
+        self.add_weight("attention_weight", (num_units, num_units), initializer, regularizer)
+
+    def attention(
+        self, queries: torch.Tensor, interests: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Softmax over T of ``interests @ (queries @ W^T)``: (B, T)."""
+        query_weight = queries @ self.attention_weight.t()
+        logits = torch.bmm(interests, query_weight.unsqueeze(-1)).squeeze(-1)
+        return masked_softmax(logits, mask, dim=1)
+
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        where = f"DIEN({self.name})"
+        queries, keys = _check_query_keys(where, queries, keys, self.num_units, self.input_dim)
+        if mask is not None:
+            mask = check_mask(where, mask, keys.shape[0], keys.shape[1])
+        interests, _ = gru_sequence(self.gru_cell, keys, mask=mask)
+        scores = self.attention(queries, interests, mask)
+        _, final_state = dynamic_rnn_with_attention(self.augru_cell, interests, scores, mask=mask)
+        return final_state
+
+
+class DMR_U2I(Layer):
+    """Deep Match to Rank's user-to-item network (Lyu et al., 2020), Monolith's variant.
+
+    ``alpha = softmax_T((pos_emb + user_seq @ emb_weight + bias) @ z_weight)``;
+    ``out = dense(sum_t alpha_t user_seq_t) * items`` (Monolith replaces the
+    paper's dot product by an elementwise product). The logits are computed as
+    ``user_seq @ (emb_weight @ z) + (pos_emb + bias) @ z``, the same value
+    with cmp_dim times fewer multiplications.
+
+    Shapes: items (B, item_dim), user_seq (B, T, user_dim), mask (B, T)
+    -> (B, item_dim), T = ``seq_len``.
+
+    Args:
+        cmp_dim: width of the compressed representation.
+        activation: of the ``dense`` layer; default PReLU (one learnable slope
+            per unit, Keras weight name ``dense/p_re_lu/alpha``), which the
+            original cannot build on TF 2.4.
+        initializer: of ``pos_emb``, ``emb_weight`` and the dense kernel.
+        regularizer: of the same three.
+        seq_len: T. user_dim: width of the sequence. item_dim: width of items.
+        name: Monolith scope, default ``'dmr__u2i'``.
+    """
+
+    def __init__(
+        self,
+        cmp_dim: int,
+        activation: Any = "prelu",
+        initializer: Any = "glorot_uniform",
+        regularizer: Any = None,
+        *,
+        seq_len: int,
+        user_dim: int,
+        item_dim: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"DMR_U2I({self.name})"
+        check_positive_int(where, "cmp_dim", cmp_dim)
+        self.seq_len = check_positive_int(where, "seq_len", seq_len)
+        self.user_dim = check_positive_int(where, "user_dim", user_dim)
+        self.item_dim = check_positive_int(where, "item_dim", item_dim)
+        initializer = initializer or "glorot_normal"
+        self.add_weight("pos_emb", (seq_len, cmp_dim), initializer, regularizer)
+        self.add_weight("emb_weight", (user_dim, cmp_dim), initializer, regularizer)
+        self.add_weight("z_weight", (cmp_dim, 1), "ones")
+        self.add_weight("bias", (cmp_dim,), "zeros")
+        dense = Dense(
+            item_dim,
+            activation=activation,
+            kernel_initializer=initializer,
+            kernel_regularizer=regularizer,
+            input_dim=user_dim,
+            name="dense",
+        )
+        self.dense = self.add_sublayer("dense", dense)
+
+    def attention(self, user_seq: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``alpha`` (B, T), summing to one over the real steps of each row."""
+        per_step = (self.pos_emb + self.bias) @ self.z_weight  # (T, 1)
+        logits = (user_seq @ (self.emb_weight @ self.z_weight) + per_step).squeeze(-1)
+        return masked_softmax(logits, mask, dim=1)
+
+    def forward(
+        self, items: torch.Tensor, user_seq: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        where = f"DMR_U2I({self.name})"
+        user_seq = check_shape(where, "user_seq", user_seq, (None, self.seq_len, self.user_dim))
+        items = check_shape(where, "items", items, (user_seq.shape[0], self.item_dim))
+        if mask is not None:
+            mask = check_mask(where, mask, user_seq.shape[0], self.seq_len)
+        alpha = self.attention(user_seq, mask)
+        merged = torch.bmm(alpha.unsqueeze(1), user_seq).squeeze(1)  # (B, user_dim)
+        out = self.dense(merged) * items
+        if mask is not None:
+            # A row with no real step has nothing to attend to: zeros, not dense(0).
+            out = out * mask.any(dim=1, keepdim=True).to(out.dtype)
+        return out
