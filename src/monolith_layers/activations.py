@@ -31,6 +31,12 @@ class Activation(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {}
 
+    def apply_(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply to a fresh intermediate ``x`` that nothing else reads, in place
+        where the activation has an in-place form whose backward needs only its
+        output (relu, sigmoid, tanh); saves a full-size allocation per layer."""
+        return self(x)
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 
@@ -44,6 +50,9 @@ class Sigmoid(Activation):
     def forward(self, x):
         return torch.sigmoid(x)
 
+    def apply_(self, x):
+        return x.sigmoid_()
+
 
 class Sigmoid2(Activation):
     """``2 * sigmoid(x)``: a gate that can amplify as well as damp."""
@@ -56,6 +65,9 @@ class Tanh(Activation):
     def forward(self, x):
         return torch.tanh(x)
 
+    def apply_(self, x):
+        return x.tanh_()
+
 
 class ReLU(Activation):
     """Keras's ReLU: optional cap, leaky slope below ``threshold``."""
@@ -66,8 +78,14 @@ class ReLU(Activation):
         super().__init__()
         self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
 
+    def _plain(self) -> bool:
+        return self.max_value is None and self.negative_slope == 0.0 and self.threshold == 0.0
+
+    def apply_(self, x):
+        return x.relu_() if self._plain() else self(x)
+
     def forward(self, x):
-        if self.max_value is None and self.negative_slope == 0.0 and self.threshold == 0.0:
+        if self._plain():
             return torch.relu(x)
         out = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
         if self.max_value is not None:

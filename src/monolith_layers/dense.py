@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_positive_int, check_tensor
+from .activations import Activation
 from .layer import Layer, attach_activation
 
 # TF's l2_normalize floor on the squared column norm.
@@ -98,4 +99,11 @@ class Dense(Layer):
                 f"got {tuple(x.shape)}"
             )
         y = F.linear(x, self.effective_kernel().t(), self.bias)
-        return y if self.activation is None else self.activation(y)
+        if self.activation is None:
+            return y
+        # y is fresh and F.linear's backward does not read it: activate in place.
+        return (
+            self.activation.apply_(y)
+            if isinstance(self.activation, Activation)
+            else self.activation(y)
+        )

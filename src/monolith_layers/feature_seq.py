@@ -113,7 +113,9 @@ class DIN(Layer):
             weights = weights.masked_fill(~keep.unsqueeze(-1), 0.0)
         self._summarize_histogram(f"{self.name}_attention_outputs", weights)
         if self.mode == "sum":
-            return torch.bmm(weights.transpose(1, 2), keys).squeeze(1)
+            # A multiply and a reduction: faster than a batch of (1, T) @ (T, H)
+            # matmuls, forward and backward.
+            return (weights * keys).sum(dim=1)
         return keys * weights
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ._checks import check_dims_list, check_positive_int, check_tensor
+from .activations import Activation
 from .batch_norm import BatchNorm
 from .dense import Dense
 from .layer import Layer, attach_activation
@@ -134,5 +135,8 @@ class MLP(Layer):
         """Run the layers from ``get_layer(index)`` on: lets a caller compute the
         first dense itself (DIN does, without materialising its input)."""
         for attr in self._stack[index:]:
-            x = getattr(self, attr)(x)
+            layer = getattr(self, attr)
+            # Every activation here follows a dense or batch norm whose
+            # backward does not read its output, so it may run in place.
+            x = layer.apply_(x) if isinstance(layer, Activation) else layer(x)
         return x
