@@ -9,6 +9,7 @@ from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attentio
 from .batch_norm import BatchNorm
 from .dense import Dense
 from .feature_seq import DIEN, DIN, DMR_U2I
+from .feature_trans import AutoInt, DimensionSelection, SeNet, iRazor
 from .gru import KerasGRUCell, gru_sequence
 from .interop import from_monolith, load_monolith_weights, monolith_variables
 from .layer import Layer, layer_losses, total_layer_loss
@@ -24,6 +25,10 @@ __all__ = [
     "dynamic_rnn_with_attention",
     "static_rnn_with_attention",
     "BatchNorm",
+    "AutoInt",
+    "DimensionSelection",
+    "SeNet",
+    "iRazor",
     "DIEN",
     "DIN",
     "DMR_U2I",

@@ -80,6 +80,9 @@ def merge_tensor_list(
     if len(tensors) == 1:
         return _merge_single(tensors[0], merge_type, num_feature, axis, keep_list)
     if merge_type == "stack":
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            raise ValueError(f"{_WHERE}: 'stack' needs tensors of one shape, got {sorted(shapes)}")
         return _wrap(torch.stack(tensors, dim=axis), keep_list)
     if merge_type == "concat":
         return _wrap(torch.cat(tensors, dim=axis), keep_list)

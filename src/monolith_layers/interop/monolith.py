@@ -253,3 +253,34 @@ def _dmr_u2i(config: dict[str, Any], input_shape: Any):
     config["user_dim"] = _last_dim(where, seq_shape)
     config["item_dim"] = _last_dim(where, items_shape)
     return DMR_U2I, config
+
+
+@register_translator("AutoInt")
+def _auto_int(config: dict[str, Any], input_shape: Any):
+    from ..feature_trans import AutoInt
+
+    return AutoInt, config
+
+
+@register_translator("iRazor")
+def _irazor(config: dict[str, Any], input_shape: Any):
+    from ..feature_trans import iRazor
+
+    where = "from_monolith('iRazor')"
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or len(input_shape) != 3
+        or input_shape[1] is None
+    ):
+        raise ValueError(
+            f"{where}: input_shape must be (B, F, E) with F known, got {input_shape!r}"
+        )
+    config["num_feature"] = int(input_shape[1])
+    return iRazor, config
+
+
+@register_translator("SeNet")
+def _senet(config: dict[str, Any], input_shape: Any):
+    from ..feature_trans import SeNet
+
+    return SeNet, config

@@ -1,0 +1,369 @@
+"""Feature transforms over per-field embeddings: AutoInt, iRazor and SeNet.
+
+Inputs are (B, F, E): batch, fields (features), embedding width. Outputs go
+through :func:`monolith_layers.merge_tensor_list` with ``out_type`` /
+``keep_list`` as in Monolith: ``'concat'`` -> (B, F*E), ``'stack'`` ->
+(B, F, E), ``None`` -> a list of F tensors (B, E).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._checks import check_choice, check_mask, check_positive_int, check_shape, check_tensor
+from ._sequence import masked_softmax
+from .layer import Layer
+from .merge import MERGE_TYPES, merge_tensor_list
+from .mlp import MLP
+
+
+class AutoInt(Layer):
+    """Monolith's AutoInt: ``layer_num`` rounds of ``X = softmax(X X^T) X``.
+
+    No projections and no scaling, as in Monolith (Song et al., 2019, keep
+    the interacting idea; Monolith drops the heads). Beyond the original, both
+    off by default:
+
+    * ``scale=True`` divides the logits by sqrt(E);
+    * ``forward(embeds, mask)`` with a (B, F) mask of present fields: absent
+      fields get no attention and come out as zeros.
+
+    Shapes: embeds (B, F, E) -> see the module docstring.
+
+    Args:
+        layer_num: number of attention rounds (>= 1).
+        out_type: ``'concat'``, ``'stack'`` or ``None``.
+        keep_list: wrap a merged output in a list.
+        scale: divide the logits by sqrt(E).
+        name: Monolith scope, default ``'auto_int'``.
+    """
+
+    def __init__(
+        self,
+        layer_num: int = 1,
+        out_type: str | None = "concat",
+        keep_list: bool = False,
+        scale: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"AutoInt({self.name})"
+        self.layer_num = check_positive_int(where, "layer_num", layer_num)
+        check_choice(where, "out_type", out_type, MERGE_TYPES)
+        self.out_type, self.keep_list, self.scale = out_type, bool(keep_list), bool(scale)
+
+    def forward(self, embeds: torch.Tensor, mask: torch.Tensor | None = None):
+        where = f"AutoInt({self.name})"
+        x = check_shape(where, "embeds", embeds, (None, None, None))
+        present = None
+        if mask is not None:
+            present = check_mask(where, mask, x.shape[0], x.shape[1]).unsqueeze(-1)  # (B, F, 1)
+        for _ in range(self.layer_num):
+            logits = torch.bmm(x, x.transpose(1, 2))  # (B, F, F)
+            if self.scale:
+                logits = logits / x.shape[-1] ** 0.5
+            keys_present = None if present is None else present.transpose(1, 2)
+            x = torch.bmm(masked_softmax(logits, keys_present, dim=-1), x)
+            if present is not None:
+                x = x * present.to(x.dtype)
+        return merge_tensor_list(x, self.out_type, keep_list=self.keep_list)
+
+
+def _check_nas_space(where: str, nas_space: Any) -> list[int]:
+    if (
+        not isinstance(nas_space, (list, tuple))
+        or len(nas_space) < 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in nas_space)
+        or nas_space[0] != 0
+        or any(b <= a for a, b in zip(nas_space, nas_space[1:], strict=False))
+    ):
+        raise ValueError(
+            f"{where}: nas_space must be a list of ints starting at 0 and strictly "
+            f"increasing, e.g. [0, 1, 3, 8]; got {nas_space!r}"
+        )
+    return list(nas_space)
+
+
+def rigid_masks(nas_space: Sequence[int]) -> torch.Tensor:
+    """(len(nas_space), E): row 0 zeros (drop), row i ones on [nas_space[i-1], nas_space[i])."""
+    masks = torch.zeros(len(nas_space), nas_space[-1])
+    for i in range(1, len(nas_space)):
+        masks[i, nas_space[i - 1] : nas_space[i]] = 1.0
+    return masks
+
+
+@dataclass(frozen=True)
+class FeatureSelection:
+    """What :meth:`iRazor.select_dims` decided for one feature."""
+
+    feature: int
+    regions: tuple[int, ...]  # the regions whose probabilities make up the threshold
+    dims: int  # keep embedding dimensions [0, dims); 0 drops the feature
+
+    @property
+    def kept(self) -> bool:
+        return self.dims > 0
+
+    @property
+    def kept_dims(self) -> list[int]:
+        return list(range(self.dims))
+
+
+@dataclass(frozen=True)
+class DimensionSelection:
+    """The outcome of :meth:`iRazor.select_dims` for all features."""
+
+    features: tuple[FeatureSelection, ...]
+    embedding_size: int
+    threshold: float
+
+    @property
+    def dims(self) -> list[int]:
+        return [f.dims for f in self.features]
+
+    @property
+    def kept_features(self) -> list[int]:
+        return [f.feature for f in self.features if f.kept]
+
+    @property
+    def total_dims(self) -> int:
+        return sum(self.dims)
+
+    @property
+    def saved_dims(self) -> int:
+        """Embedding dimensions saved over keeping every feature at full width."""
+        return len(self.features) * self.embedding_size - self.total_dims
+
+
+# Sums of float32 probabilities are off by a few 1e-8; a threshold is reached
+# when the sum is within this slack, so rounding never tips a decision.
+_CPT_SLACK = 1e-6
+
+
+def select_dims_from_probs(
+    probs: torch.Tensor, nas_space: Sequence[int], threshold: float
+) -> DimensionSelection:
+    """The cumulative-probability-threshold (CPT) rule; see :meth:`iRazor.select_dims`."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"select_dims: threshold must be in (0, 1], got {threshold!r}")
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    if probs.dim() != 2 or probs.shape[1] != len(nas_space):
+        raise ValueError(
+            f"select_dims: probs must have shape (F, {len(nas_space)}), got {tuple(probs.shape)}"
+        )
+    features = []
+    for i, row in enumerate(probs):
+        # Stable sort: among equal probabilities the smaller region comes first.
+        order = sorted(range(len(nas_space)), key=lambda k: (-float(row[k]), k))
+        chosen, total = [], 0.0
+        for region in order:
+            chosen.append(region)
+            total += float(row[region])
+            if total >= threshold - _CPT_SLACK:
+                break
+        features.append(FeatureSelection(i, tuple(chosen), max(nas_space[k] for k in chosen)))
+    return DimensionSelection(tuple(features), int(nas_space[-1]), float(threshold))
+
+
+class iRazor(Layer):  # noqa: N801 - Monolith's class name
+    """iRazor (Yao et al., 2022): learnt per-feature choice of embedding regions.
+
+    ``nas_space = [0, n_1, ..., E]`` splits each embedding into regions
+    ``[n_{i-1}, n_i)``; region 0 is the empty "drop" choice. Each feature
+    has logits ``nas_weight`` (F, len(nas_space)); ``p = softmax(nas_weight /
+    t)`` over the choices; ``soft_masks = p @ rigid_masks`` (F, E), so every
+    dimension is weighted by the probability of its region; output
+    ``embeds * soft_masks``.
+
+    With ``feature_weight`` (F floats), every forward adds to ``losses``
+    ``sum_f feature_weight[f] * sum_e soft_masks[f, e]``, which pushes
+    expensive features towards the drop choice.
+
+    Shapes: embeds (B, F, E), E = nas_space[-1], F = num_feature.
+
+    Args:
+        nas_space: region boundaries, starting at 0, strictly increasing.
+        t: softmax temperature (> 0).
+        initializer: of ``nas_weight`` (default glorot_uniform, as Keras's add_weight).
+        regularizer: of ``nas_weight``.
+        feature_weight: F per-feature costs for the auxiliary loss (list or tensor).
+        out_type, keep_list: output merging (module docstring).
+        num_feature: F.
+        name: Monolith scope, default ``'i_razor'``.
+    """
+
+    def __init__(
+        self,
+        nas_space: list[int],
+        t: float = 0.05,
+        initializer: Any = None,
+        regularizer: Any = None,
+        feature_weight: Any = None,
+        out_type: str | None = "concat",
+        keep_list: bool = False,
+        *,
+        num_feature: int,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"iRazor({self.name})"
+        self.nas_space = _check_nas_space(where, nas_space)
+        self.num_feature = check_positive_int(where, "num_feature", num_feature)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+            raise ValueError(f"{where}: t must be a positive number, got {t!r}")
+        self.t = float(t)
+        check_choice(where, "out_type", out_type, MERGE_TYPES)
+        self.out_type, self.keep_list = out_type, bool(keep_list)
+        self.embedding_size = self.nas_space[-1]
+        self.add_weight(
+            "nas_weight",
+            (num_feature, len(self.nas_space)),
+            initializer or "glorot_uniform",
+            regularizer,
+        )
+        self.register_buffer("rigid_masks", rigid_masks(self.nas_space), persistent=False)
+        self.register_buffer("feature_weight", None, persistent=False)
+        if feature_weight is not None:
+            weights = torch.as_tensor(feature_weight, dtype=torch.float32).reshape(-1)
+            if weights.numel() != num_feature:
+                raise ValueError(
+                    f"{where}: feature_weight must have num_feature={num_feature} entries, "
+                    f"got {weights.numel()}"
+                )
+            self.register_buffer("feature_weight", weights, persistent=False)
+
+    def choice_probs(self) -> torch.Tensor:
+        """``softmax(nas_weight / t)`` over the choices: (F, len(nas_space))."""
+        return torch.softmax(self.nas_weight / self.t, dim=1)
+
+    def soft_masks(self) -> torch.Tensor:
+        """(F, E): each dimension weighted by its region's probability."""
+        return self.choice_probs() @ self.rigid_masks.to(self.nas_weight.dtype)
+
+    def forward(self, embeds: torch.Tensor):
+        where = f"iRazor({self.name})"
+        embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, self.embedding_size))
+        probs = self.choice_probs()
+        self._summarize_histogram("nas_weight", probs)
+        masks = probs @ self.rigid_masks.to(probs.dtype)
+        if self.feature_weight is not None:
+            cost = self.feature_weight.to(masks.dtype) @ masks.sum(dim=1)
+            self._forward_losses = [cost]
+        return merge_tensor_list(embeds * masks, self.out_type, keep_list=self.keep_list)
+
+    @torch.no_grad()
+    def select_dims(self, threshold: float = 0.9) -> DimensionSelection:
+        """Choose each feature's embedding size by the cumulative probability threshold.
+
+        The rule (i-Razor's CPT pruning, Yao et al., arXiv 2204.00281), per feature:
+
+        1. take the choice probabilities ``p`` (``softmax(nas_weight / t)``);
+        2. sort the regions by probability, highest first (ties: smaller region first);
+        3. take regions in that order until their probabilities add up to at
+           least ``threshold`` (to within 1e-6, for float32 rounding);
+        4. the feature keeps dimensions ``[0, d)`` with ``d`` the largest upper
+           boundary ``nas_space[k]`` among the taken regions; ``d = 0`` (only
+           the drop region was taken) removes the feature.
+
+        Returns a :class:`DimensionSelection` with per-feature ``dims``,
+        ``kept``, ``kept_dims``, and ``total_dims`` / ``saved_dims``.
+        """
+        return select_dims_from_probs(self.choice_probs().cpu(), self.nas_space, threshold)
+
+
+class SeNet(Layer):
+    """Squeeze-and-excitation over fields (Hu et al., 2018; FiBiNET's use).
+
+    squeeze: mean of each field's embedding -> (B, F); excitation: MLP
+    ``cmp_tower`` ``[cmp_dim, F]`` with relu then sigmoid (Monolith MLP
+    defaults: weight norm); each field's embedding is scaled by its weight.
+    ``cmp_dim=None`` uses the squeezed means themselves as weights (the
+    original's identity tower).
+
+    Input: a tensor (B, F, E), or a list of F tensors (B, E_f) of possibly
+    different widths; for a list, the means are one concatenation and one
+    segment-mean matmul, not a loop over fields. ``on_gpu`` is accepted for
+    config compatibility; both inputs give the same result either way.
+
+    Args:
+        num_feature: F.
+        cmp_dim: width of the bottleneck, or None for no tower.
+        initializer, regularizer: of the tower's kernels.
+        on_gpu: ignored (see above).
+        out_type, keep_list: output merging (module docstring).
+        name: Monolith scope, default ``'se_net'``.
+    """
+
+    def __init__(
+        self,
+        num_feature: int,
+        cmp_dim: int | None,
+        initializer: Any = None,
+        regularizer: Any = None,
+        on_gpu: bool = False,
+        out_type: str | None = "concat",
+        keep_list: bool = False,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        where = f"SeNet({self.name})"
+        self.num_feature = check_positive_int(where, "num_feature", num_feature)
+        check_choice(where, "out_type", out_type, MERGE_TYPES)
+        self.out_type, self.keep_list, self.on_gpu = out_type, bool(keep_list), bool(on_gpu)
+        self.register_module("cmp_tower", None)
+        if cmp_dim is not None:
+            check_positive_int(where, "cmp_dim", cmp_dim)
+            tower = MLP(
+                [cmp_dim, num_feature],
+                activations=["relu", "sigmoid"],
+                initializers=initializer,
+                kernel_regularizer=regularizer,
+                input_dim=num_feature,
+                name="cmp_tower",
+            )
+            self.add_sublayer("cmp_tower", tower)
+
+    def excitation(self, squeezed: torch.Tensor) -> torch.Tensor:
+        """(B, F) field means -> (B, F) field weights."""
+        return squeezed if self.cmp_tower is None else self.cmp_tower(squeezed)
+
+    def forward(self, embeds: torch.Tensor | Sequence[torch.Tensor]):
+        where = f"SeNet({self.name})"
+        if isinstance(embeds, torch.Tensor):
+            embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, None))
+            weights = self.excitation(embeds.mean(dim=2))
+            out = embeds * weights.unsqueeze(-1)
+            return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
+        return self._forward_list(where, list(embeds))
+
+    def _forward_list(self, where: str, embeds: list[torch.Tensor]):
+        if len(embeds) != self.num_feature:
+            raise ValueError(
+                f"{where}: embeds must be a list of num_feature={self.num_feature} tensors, "
+                f"got {len(embeds)}"
+            )
+        batch = check_tensor(where, "embeds[0]", embeds[0]).shape[0]
+        for i, e in enumerate(embeds):
+            check_shape(where, f"embeds[{i}]", e, (batch, None))
+        widths = [e.shape[1] for e in embeds]
+        flat = torch.cat(embeds, dim=1)  # (B, sum E_f)
+        field_of = torch.repeat_interleave(
+            torch.arange(self.num_feature, device=flat.device),
+            torch.tensor(widths, device=flat.device),
+        )
+        # (sum E_f, F): column f averages field f's columns of flat.
+        averaging = torch.zeros(
+            flat.shape[1], self.num_feature, dtype=flat.dtype, device=flat.device
+        )
+        averaging[torch.arange(flat.shape[1], device=flat.device), field_of] = 1.0
+        averaging = averaging / torch.tensor(widths, dtype=flat.dtype, device=flat.device)
+        weights = self.excitation(flat @ averaging)
+        scaled = flat * weights[:, field_of]
+        out = list(torch.split(scaled, widths, dim=1))
+        return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
