@@ -36,12 +36,24 @@ def time_candidates(
 
 
 def fwd_bwd(forward: Callable[[], object]) -> Callable[[], None]:
-    """A callable doing forward + backward of the sum of every output."""
+    """A callable doing forward + backward with a fixed random cotangent per output.
+
+    A dense cotangent, as a real loss gives; ``out.sum().backward()`` would
+    hand every layer a stride-0 gradient, which sends some kernels (bmm) down
+    slow paths no training run sees.
+    """
+    cotangents: dict[tuple, torch.Tensor] = {}
 
     def run() -> None:
         out = forward()
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        torch.stack([o.sum() for o in outs]).sum().backward()
+        outs = [o for o in (out if isinstance(out, (tuple, list)) else (out,)) if o.requires_grad]
+        grads = []
+        for o in outs:
+            key = (tuple(o.shape), o.dtype)
+            if key not in cotangents:
+                cotangents[key] = torch.randn_like(o)
+            grads.append(cotangents[key])
+        torch.autograd.backward(outs, grads)
 
     return run
 

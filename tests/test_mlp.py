@@ -13,7 +13,6 @@ from monolith_layers import (
     monolith_variables,
     total_layer_loss,
 )
-from monolith_layers.dense import l2_normalize_columns
 
 
 def test_mlp_weightnorm_parity():
@@ -109,8 +108,11 @@ def test_dense_weight_norm_formula_and_epsilon():
     torch.testing.assert_close(k[:, 0], torch.tensor([0.6, 0.8, 0.0, 0.0]))
     # A zero column divides by sqrt(1e-6), not by zero.
     assert torch.isfinite(k).all()
-    v = torch.tensor([[1e-4], [0.0]])
-    torch.testing.assert_close(l2_normalize_columns(v), v / 1e-3)
+    small = Dense(1, allow_kernel_norm=True, input_dim=2)
+    with torch.no_grad():
+        small.kernel.copy_(torch.tensor([[1e-4], [0.0]]))
+    # sum(V^2) = 1e-8 < 1e-6: divide by sqrt(1e-6), as tf.nn.l2_normalize does.
+    torch.testing.assert_close(small.effective_kernel(), torch.tensor([[1e-4], [0.0]]) / 1e-3)
 
 
 def test_dense_3d_input_and_errors():

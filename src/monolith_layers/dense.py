@@ -11,13 +11,9 @@ from ._checks import check_positive_int, check_tensor
 from .activations import Activation
 from .layer import Layer, attach_activation
 
-# TF's l2_normalize floor on the squared column norm.
+# TF's l2_normalize floor on the squared column norm:
+# l2_normalize(V, axis=0) = V / sqrt(max(sum(V^2, axis=0), 1e-6)).
 KERNEL_NORM_EPSILON = 1e-6
-
-
-def l2_normalize_columns(kernel: torch.Tensor, epsilon: float = KERNEL_NORM_EPSILON):
-    """``kernel / sqrt(max(sum(kernel^2, axis=0), epsilon))``, as ``tf.nn.l2_normalize(axis=0)``."""
-    return kernel * torch.rsqrt(kernel.square().sum(dim=0).clamp_min(epsilon))
 
 
 class Dense(Layer):
@@ -86,10 +82,11 @@ class Dense(Layer):
         """The kernel the layer multiplies by, (input_dim, units)."""
         if not self.allow_kernel_norm:
             return self.kernel
-        kernel = l2_normalize_columns(self.kernel)
+        # One (units,) scale per column, then one multiply of the kernel.
+        scale = torch.rsqrt(self.kernel.square().sum(dim=0).clamp_min(KERNEL_NORM_EPSILON))
         if self.trainable_kernel_norm is not None:
-            kernel = kernel * self.trainable_kernel_norm
-        return kernel
+            scale = scale * self.trainable_kernel_norm
+        return self.kernel * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_tensor(f"Dense({self.name})", "x", x)
