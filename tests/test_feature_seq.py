@@ -294,3 +294,49 @@ def test_configs_round_trip_and_params():
     p = DIEN.params()
     p.num_units, p.input_dim = 3, 2
     assert p.instantiate()(torch.randn(1, 3), torch.randn(1, 4, 2)).shape == (1, 3)
+
+
+# ------------------------------------------------- DIEN auxiliary loss
+def test_dien_auxiliary_loss_formula_and_masking():
+    torch.manual_seed(0)
+    dien = DIEN(4, input_dim=4)
+    queries, keys, negs = torch.randn(3, 4), torch.randn(3, 6, 4), torch.randn(3, 6, 4)
+    dien(queries, keys)
+    assert dien.losses == []
+    dien(queries, keys, neg_keys=negs)
+    (aux,) = dien.losses
+    from monolith_layers import gru_sequence
+
+    h, _ = gru_sequence(dien.gru_cell, keys)
+    pos = torch.sigmoid((h[:, :-1] * keys[:, 1:]).sum(-1))
+    neg = torch.sigmoid((h[:, :-1] * negs[:, 1:]).sum(-1))
+    want = -(torch.log(pos) + torch.log(1 - neg)).mean()
+    torch.testing.assert_close(aux, want)
+    aux.backward()
+    assert dien.gru_cell.kernel.grad is not None and dien.augru_cell.gates_kernel.grad is None
+
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [0] * 6, [1] * 6], dtype=torch.bool)
+    dien(queries, keys, mask, neg_keys=negs + 100 * (~mask).unsqueeze(-1))
+    (masked,) = dien.losses
+    alone = [
+        dien.auxiliary_loss(*_interest_and_keys(dien, keys, negs, b, n))
+        for b, n in ((0, 3), (2, 6))
+    ]
+    torch.testing.assert_close(masked, (alone[0] * 2 + alone[1] * 5) / 7)
+    dien(queries, keys, torch.zeros(3, 6), neg_keys=negs)
+    assert dien.losses[0].item() == 0.0
+
+
+def _interest_and_keys(dien, keys, negs, b, n):
+    from monolith_layers import gru_sequence
+
+    h, _ = gru_sequence(dien.gru_cell, keys[b : b + 1, :n])
+    return h, keys[b : b + 1, :n], negs[b : b + 1, :n]
+
+
+def test_dien_auxiliary_loss_needs_equal_widths():
+    dien = DIEN(4, input_dim=3)
+    with pytest.raises(ValueError, match="needs input_dim == num_units"):
+        dien(torch.randn(2, 4), torch.randn(2, 5, 3), neg_keys=torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match=r"neg_keys must have shape \(2, 5, 4\)"):
+        DIEN(4, input_dim=4)(torch.randn(2, 4), torch.randn(2, 5, 4), neg_keys=torch.randn(2, 4, 4))

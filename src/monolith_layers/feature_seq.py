@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ._checks import check_dims_list, check_mask, check_positive_int, check_shape
 from ._sequence import masked_softmax
@@ -195,16 +196,61 @@ class DIEN(Layer):
         return masked_softmax(logits, mask, dim=1)
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        neg_keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """queries (B, U), keys (B, T, D), mask (B, T) -> (B, U).
+
+        ``neg_keys`` (B, T, D), sampled non-clicked behaviours aligned with
+        ``keys``, adds the paper's auxiliary loss to ``losses`` (see
+        :meth:`auxiliary_loss`); without it the layer adds no loss.
+        """
         where = f"DIEN({self.name})"
         queries, keys = _check_query_keys(where, queries, keys, self.num_units, self.input_dim)
         if mask is not None:
             mask = check_mask(where, mask, keys.shape[0], keys.shape[1])
         interests, _ = gru_sequence(self.gru_cell, keys, mask=mask)
+        self._forward_losses = []
+        if neg_keys is not None:
+            self._forward_losses = [self.auxiliary_loss(interests, keys, neg_keys, mask)]
         scores = self.attention(queries, interests, mask)
         _, final_state = dynamic_rnn_with_attention(self.augru_cell, interests, scores, mask=mask)
         return final_state
+
+    def auxiliary_loss(
+        self,
+        interests: torch.Tensor,
+        keys: torch.Tensor,
+        neg_keys: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """DIEN's auxiliary loss (Zhou et al., 2019, eq. 7), masked.
+
+        Each extractor state ``h_t`` should score the next clicked behaviour
+        ``e_{t+1}`` above the sampled negative ``n_{t+1}``, with the inner
+        product as score: the mean over pairs where steps t and t+1 are both
+        real of ``-log sigmoid(<h_t, e_{t+1}>) - log(1 - sigmoid(<h_t, n_{t+1}>))``.
+        Needs ``input_dim == num_units``; zero when no pair is real.
+        """
+        where = f"DIEN({self.name})"
+        if self.input_dim != self.num_units:
+            raise ValueError(
+                f"{where}: the auxiliary loss scores <h_t, e_t+1> and needs input_dim == "
+                f"num_units, got input_dim={self.input_dim}, num_units={self.num_units}"
+            )
+        neg_keys = check_shape(where, "neg_keys", neg_keys, tuple(keys.shape))
+        states = interests[:, :-1]
+        pos_logits = (states * keys[:, 1:]).sum(-1)
+        neg_logits = (states * neg_keys[:, 1:]).sum(-1)
+        # -log sigmoid(x) = softplus(-x);  -log(1 - sigmoid(x)) = softplus(x)
+        per_pair = F.softplus(-pos_logits) + F.softplus(neg_logits)
+        if mask is None:
+            return per_pair.mean() if per_pair.numel() else per_pair.sum()
+        pairs = (mask[:, :-1] & mask[:, 1:]).to(per_pair.dtype)
+        return (per_pair * pairs).sum() / pairs.sum().clamp_min(1.0)
 
 
 class DMR_U2I(Layer):

@@ -337,7 +337,9 @@ class SeNet(Layer):
         where = f"SeNet({self.name})"
         if isinstance(embeds, torch.Tensor):
             embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, None))
-            weights = self.excitation(embeds.mean(dim=2))
+            # sum / E rather than mean: the backward then broadcasts instead of
+            # materialising a full-size gradient for the squeeze.
+            weights = self.excitation(embeds.sum(dim=2) / embeds.shape[2])
             out = embeds * weights.unsqueeze(-1)
             return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
         return self._forward_list(where, list(embeds))
