@@ -14,6 +14,13 @@ from . import activations as _activations
 FUSED_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
 
 
+def _is_tracing() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    if is_compiling is None:  # pragma: no cover - older torch
+        from torch._dynamo import is_compiling
+    return bool(is_compiling())
+
+
 def use_fused_path(activation) -> bool:
     """Whether a recurrence can take its fused path.
 
@@ -21,7 +28,7 @@ def use_fused_path(activation) -> bool:
     kernels write into preallocated buffers (``out=``), which tracing cannot
     differentiate, so tracers get the plain loop, which they unroll.
     """
-    if torch.compiler.is_compiling():
+    if _is_tracing():
         return False
     return fused_activation_name(activation) is not None
 
@@ -73,10 +80,11 @@ def activate_(scaled_pre: torch.Tensor, name: str) -> torch.Tensor:
 
 def derivative_from_output(out: torch.Tensor, name: str) -> torch.Tensor | None:
     """``act'(pre)`` written in terms of ``out = act(pre)``; None means 1."""
+    # Built in place on one new tensor: these run over all T steps at once.
     if name == "tanh":
-        return 1.0 - out * out
+        return torch.mul(out, out).neg_().add_(1.0)
     if name == "sigmoid":
-        return out * (1.0 - out)
+        return torch.sub(1.0, out).mul_(out)
     if name == "relu":
         return (out > 0).to(out.dtype)
     return None
