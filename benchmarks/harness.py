@@ -1,8 +1,10 @@
-"""Tiny benchmark harness: medians after warm-up, candidates interleaved.
+"""Tiny benchmark harness: medians after warm-up, candidates in alternating blocks.
 
-Each round times every candidate once, in turn, so that a slow spell of the
-machine hits all of them alike; the report is the median per candidate and
-its ratio to a chosen baseline measured in the same run.
+Each candidate runs in blocks of consecutive calls (after a warm-up call in
+each block), as a training loop would run it, so the memory allocator sees a
+steady pattern; blocks of all candidates alternate, so that a slow spell of
+the machine hits all of them alike. The report is the median per candidate
+and its ratio to a chosen baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -20,18 +22,18 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def time_candidates(
-    candidates: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 5
+    candidates: dict[str, Callable[[], object]], rounds: int = 30, block: int = 6, warmup: int = 2
 ) -> dict[str, float]:
-    """Median milliseconds per call of each candidate."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            fn()
+    """Median milliseconds per call of each candidate over ``rounds`` timed calls."""
     samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
+    while any(len(v) < rounds for v in samples.values()):
         for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            for _ in range(warmup):
+                fn()
+            for _ in range(min(block, rounds - len(samples[name]))):
+                start = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -28,6 +28,10 @@ def _check_query_keys(where: str, queries: Any, keys: Any, query_dim: int, key_d
     return queries, keys
 
 
+# Batch rows per slice of DIN's attention tower: rows * T is about this many.
+POSITIONS_PER_CHUNK = 8192
+
+
 class DIN(Layer):
     """Deep Interest Network attention pooling (Zhou et al., 2018), Monolith's variant.
 
@@ -101,12 +105,26 @@ class DIN(Layer):
         first = torch.baddbmm(per_row.unsqueeze(1), keys, key_kernel)
         return self.compress_tower.run_from(first, 1)
 
+    def _attention_logits_in_chunks(
+        self, queries: torch.Tensor, keys: torch.Tensor
+    ) -> torch.Tensor:
+        # The tower's (B, T, hidden) intermediates are the largest tensors of
+        # the layer; run it over slices of the batch of about
+        # POSITIONS_PER_CHUNK positions so they stay cache-sized and their
+        # memory is reused from slice to slice (1.6x faster fwd+bwd at
+        # B=1024, T=50, [80, 40, 1] on CPU; benchmarks/README.md).
+        rows = max(1, POSITIONS_PER_CHUNK // max(1, keys.shape[1]))
+        if keys.shape[0] <= rows:
+            return self.attention_logits(queries, keys)
+        parts = zip(queries.split(rows), keys.split(rows), strict=True)
+        return torch.cat([self.attention_logits(q, k) for q, k in parts])
+
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         where = f"DIN({self.name})"
         queries, keys = _check_query_keys(where, queries, keys, self.embed_dim, self.embed_dim)
-        weights = self.attention_logits(queries, keys)  # (B, T, 1)
+        weights = self._attention_logits_in_chunks(queries, keys)  # (B, T, 1)
         if self.decay:
             weights = weights / self.embed_dim**0.5
         if mask is not None:
