@@ -11,7 +11,13 @@ from .dense import Dense
 from .feature_seq import DIEN, DIN, DMR_U2I
 from .feature_trans import AutoInt, DimensionSelection, SeNet, iRazor
 from .gru import KerasGRUCell, gru_sequence
-from .interop import from_monolith, load_monolith_weights, monolith_variables
+from .interop import (
+    from_monolith,
+    load_monolith_checkpoint,
+    load_monolith_weights,
+    monolith_variables,
+    read_tf_checkpoint,
+)
 from .layer import Layer, layer_losses, total_layer_loss
 from .merge import merge_tensor_list
 from .mlp import MLP
@@ -45,7 +51,9 @@ __all__ = [
     "from_monolith",
     "initializers",
     "layer_losses",
+    "load_monolith_checkpoint",
     "load_monolith_weights",
+    "read_tf_checkpoint",
     "merge_tensor_list",
     "monolith_variables",
     "regularizers",

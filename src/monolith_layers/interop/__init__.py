@@ -1,5 +1,13 @@
-"""Interop with Monolith (TensorFlow): configs, variable names and weights."""
+"""Interop with Monolith (TensorFlow): configs, variable names, weights and checkpoints."""
 
 from .monolith import from_monolith, load_monolith_weights, monolith_variables
+from .tf_checkpoint import CheckpointError, load_monolith_checkpoint, read_tf_checkpoint
 
-__all__ = ["from_monolith", "load_monolith_weights", "monolith_variables"]
+__all__ = [
+    "CheckpointError",
+    "from_monolith",
+    "load_monolith_checkpoint",
+    "load_monolith_weights",
+    "monolith_variables",
+    "read_tf_checkpoint",
+]
