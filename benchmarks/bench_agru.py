@@ -6,10 +6,8 @@ Run: python benchmarks/bench_agru.py [--rounds N]
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from harness import run_case, save
+from harness import run_case, save, setup
 
 from monolith_layers import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 
@@ -56,12 +54,7 @@ def peers(x: torch.Tensor, att: torch.Tensor) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = setup(__doc__)
     x = torch.randn(B, T, D, requires_grad=True)
     att = torch.softmax(torch.randn(B, T), dim=1)
     cell = AGRUCell(U, att_type="AUGRU", input_dim=D)

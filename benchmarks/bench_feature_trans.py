@@ -19,10 +19,8 @@ What is compared:
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from harness import run_case, save
+from harness import run_case, save, setup
 
 from monolith_layers import AutoInt, SeNet, iRazor, merge_tensor_list
 from monolith_layers.feature_trans import rigid_masks
@@ -111,12 +109,7 @@ def irazor_case(rounds: int, x: torch.Tensor):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = setup(__doc__)
     x = torch.randn(B, F, E, requires_grad=True)
     results = [
         autoint_case(args.rounds, x),

@@ -16,10 +16,8 @@ What is compared (full-length sequences, so no peer pays for padding):
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from harness import run_case, save
+from harness import run_case, save, setup
 
 from monolith_layers import DIEN, DIN, DMR_U2I
 
@@ -120,12 +118,7 @@ def dmr_case(rounds: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = setup(__doc__)
     results = [din_case(args.rounds), dien_case(args.rounds), dmr_case(args.rounds)]
     save("seq", [md for md, _ in results], [data for _, data in results])
 

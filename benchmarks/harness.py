@@ -9,6 +9,7 @@ and its ratio to a chosen baseline measured in the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -96,6 +97,17 @@ def run_case(
     infer = time_candidates({k: fwd_only(f) for k, f in forwards.items()}, rounds)
     rows = {k: {"fwd_bwd": grad[k], "forward": infer[k]} for k in forwards}
     return report(title, baseline, rows), {"title": title, "baseline": baseline, "rows": rows}
+
+
+def setup(description: str) -> argparse.Namespace:
+    """Parse ``--rounds`` / ``--threads``, set the threads and the seed."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=30, help="timed calls per candidate")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
 
 
 def environment() -> dict[str, object]:

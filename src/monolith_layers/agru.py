@@ -29,6 +29,13 @@ from .layer import Layer
 ATT_TYPES = ("AGRU", "AUGRU")
 
 
+def check_att_type(where: str, att_type: object) -> str:
+    """'AGRU' or 'AUGRU' in any case -> upper case; anything else raises."""
+    if not isinstance(att_type, str) or att_type.upper() not in ATT_TYPES:
+        raise ValueError(f"{where}: att_type must be 'AGRU' or 'AUGRU', got {att_type!r}")
+    return att_type.upper()
+
+
 class AGRUCell(Layer):
     """Attention GRU cell (DIEN's AGRU / AUGRU); see the module docstring for the maths.
 
@@ -61,9 +68,7 @@ class AGRUCell(Layer):
         where = f"AGRUCell({self.name})"
         self.units = check_positive_int(where, "units", units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
-        if not isinstance(att_type, str) or att_type.upper() not in ATT_TYPES:
-            raise ValueError(f"{where}: att_type must be 'AGRU' or 'AUGRU', got {att_type!r}")
-        self.att_type = att_type.upper()
+        self.att_type = check_att_type(where, att_type)
         self.activation = _activations.get(activation or "tanh", units=units)
         init = initializer or "he_normal"
         rows = input_dim + units

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ._checks import check_dims_list, check_mask, check_positive_int, check_shape
 from ._sequence import masked_softmax
-from .agru import ATT_TYPES, AGRUCell, dynamic_rnn_with_attention
+from .agru import AGRUCell, check_att_type, dynamic_rnn_with_attention
 from .dense import Dense
 from .gru import KerasGRUCell, gru_sequence
 from .layer import Layer
@@ -181,8 +181,7 @@ class DIEN(Layer):
         where = f"DIEN({self.name})"
         self.num_units = check_positive_int(where, "num_units", num_units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
-        if not isinstance(att_type, str) or att_type.upper() not in ATT_TYPES:
-            raise ValueError(f"{where}: att_type must be 'AGRU' or 'AUGRU', got {att_type!r}")
+        check_att_type(where, att_type)
         initializer = initializer or "he_uniform"
         gru = KerasGRUCell(
             num_units,
