@@ -6,9 +6,9 @@ matmuls is done for all T steps at once before the loop. Each step then does
 two (B, U) matmuls and a handful of in-place elementwise ops into
 preallocated time-major buffers. The backward keeps the same shape: every
 factor that does not depend on the incoming gradient (sigmoid' of the gates,
-act' of the candidate, ``c - h``, ``1 - z``) is computed for all steps in
-bulk, the loop carries only ``dh``, and the weight gradients are one big
-matmul each after the loop.
+act' of the candidate, ``c - h``) is computed for all steps in bulk, the
+loop carries only ``dh``, and the weight gradients are one big matmul each
+after the loop.
 
 Notation (time-major, T steps, batch B, units U)::
 
@@ -75,6 +75,9 @@ class _AGRUScan(torch.autograd.Function):
             else:
                 z = z_t[t]
             torch.lerp(h, c, z, out=state_t[t + 1])
+        # An unused output (DIEN reads only one of the two) then arrives in
+        # backward as None instead of a tensor of zeros to add in every step.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(w_gh, w_ch, states, gates, cands, z_all, a, m)
         ctx.mode, ctx.act = mode, act
         outputs = states[1:] if m is None else states[1:] * m

@@ -47,6 +47,9 @@ class _GRUScan(torch.autograd.Function):
             w = z_t[t] if m is None else torch.addcmul(pad_t[t], z_t[t], m_t[t], out=carry_t[t])
             # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
             torch.mul(w, h, out=state_t[t + 1]).add_((1.0 - w) * cand)
+        # An unused output (DIEN reads only one of the two) then arrives in
+        # backward as None instead of a tensor of zeros to add in every step.
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(w_r, states, gh, zr, hh, carry, m)
         ctx.act = act
         outputs = states[1:] if m is None else states[1:] * m
