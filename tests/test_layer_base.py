@@ -70,3 +70,10 @@ def test_summaries_off_by_default_and_written_when_on(tmp_path):
     disable_summaries(model)
     assert layer._summary is None
     recorder.close()
+
+
+def test_config_does_not_follow_later_edits_of_the_callers_list():
+    dims = [3, 1]
+    mlp = MLP(dims, input_dim=2)
+    dims.append(7)
+    assert mlp.get_config()["output_dims"] == [3, 1]

@@ -16,6 +16,7 @@ A :class:`Layer` is a plain ``torch.nn.Module`` that also gives
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Iterable, Sequence
@@ -78,8 +79,13 @@ class Layer(nn.Module):
         except TypeError:
             return layer
         bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        arguments.pop("self", None)
+        # Lists and dicts are copied: a caller editing theirs later must not
+        # change this layer's config.
+        arguments = {
+            k: copy.deepcopy(v) if isinstance(v, (list, dict)) else v
+            for k, v in bound.arguments.items()
+            if k != "self"
+        }
         object.__setattr__(layer, "_init_args", arguments)
         return layer
 
