@@ -98,3 +98,14 @@ def test_masked_crc32c_known_value():
     # CRC32C("123456789") = 0xE3069283 (the standard check value), then TF's mask.
     crc = 0xE3069283
     assert _masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_repo_fixture_copies_match_the_shared_ones():
+    from parity import HERE, SHARED
+
+    if not (SHARED / "MANIFEST.json").exists():
+        pytest.skip("../shared/parity is not beside this checkout")
+    for shared in sorted(SHARED.rglob("*")):
+        if shared.is_file() and shared.name != "README.md":
+            copy = HERE / "fixtures" / shared.relative_to(SHARED)
+            assert copy.exists() and copy.read_bytes() == shared.read_bytes(), copy
