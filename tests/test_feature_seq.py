@@ -39,11 +39,19 @@ def test_dmr_u2i_parity():
 
 
 # ------------------------------------------------------- DIN specifics
-def test_din_factored_first_layer_equals_concat():
+@pytest.mark.parametrize("batch", [5, 1000])  # 1000 * 9 positions run in two slices
+def test_din_factored_first_layer_equals_concat(batch):
     torch.manual_seed(0)
-    din = DIN([16, 8, 1], activation="relu", embed_dim=6)
-    q, k = torch.randn(5, 6), torch.randn(5, 9, 6)
-    torch.testing.assert_close(din.attention_logits(q, k), din.attention_logits_reference(q, k))
+    din = DIN([16, 8, 1], activation="relu", embed_dim=6).double()  # exact algebra, float64
+    q = torch.randn(batch, 6, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(batch, 9, 6, dtype=torch.float64)
+    got, want = din.attention_logits(q, k), din.attention_logits_reference(q, k)
+    torch.testing.assert_close(got, want)
+    cot = torch.randn_like(got)
+    g_got = torch.autograd.grad((got * cot).sum(), [q, *din.parameters()])
+    g_want = torch.autograd.grad((want * cot).sum(), [q, *din.parameters()])
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_din_defaults_mode_and_names():

@@ -94,37 +94,35 @@ class DIN(Layer):
         return self.compress_tower(torch.cat([q, keys, q - keys, q * keys], dim=-1))
 
     def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Same values as :meth:`attention_logits_reference`, without the concat."""
+        """Same values as :meth:`attention_logits_reference`, without the concat.
+
+        The tower's (B, T, hidden) intermediates are the largest tensors of the
+        layer, so it runs over slices of the batch of about
+        ``POSITIONS_PER_CHUNK`` positions: they stay cache-sized and their
+        memory is reused from slice to slice (1.6-1.8x faster fwd+bwd at
+        B=1024, T=50, [80, 40, 1] on CPU; benchmarks/README.md).
+        """
         dense = self.compress_tower.dense_0
         w1, w2, w3, w4 = dense.effective_kernel().split(self.embed_dim, dim=0)
-        per_row = queries @ (w1 + w3)
-        if dense.bias is not None:
-            per_row = per_row + dense.bias
-        # (B, H, h1): the key-side kernel of each row, W2 - W3 + diag(q_b) W4.
-        key_kernel = torch.addcmul(w2 - w3, queries.unsqueeze(-1), w4)
-        first = torch.baddbmm(per_row.unsqueeze(1), keys, key_kernel)
-        return self.compress_tower.run_from(first, 1)
-
-    def _attention_logits_in_chunks(
-        self, queries: torch.Tensor, keys: torch.Tensor
-    ) -> torch.Tensor:
-        # The tower's (B, T, hidden) intermediates are the largest tensors of
-        # the layer; run it over slices of the batch of about
-        # POSITIONS_PER_CHUNK positions so they stay cache-sized and their
-        # memory is reused from slice to slice (1.6x faster fwd+bwd at
-        # B=1024, T=50, [80, 40, 1] on CPU; benchmarks/README.md).
+        query_kernel, key_base = w1 + w3, w2 - w3
         rows = max(1, POSITIONS_PER_CHUNK // max(1, keys.shape[1]))
-        if keys.shape[0] <= rows:
-            return self.attention_logits(queries, keys)
-        parts = zip(queries.split(rows), keys.split(rows), strict=True)
-        return torch.cat([self.attention_logits(q, k) for q, k in parts])
+        parts = []
+        for q, k in zip(queries.split(rows), keys.split(rows), strict=True):
+            per_row = q @ query_kernel
+            if dense.bias is not None:
+                per_row = per_row + dense.bias
+            # (rows, H, h1): each row's key-side kernel, W2 - W3 + diag(q_b) W4.
+            key_kernel = torch.addcmul(key_base, q.unsqueeze(-1), w4)
+            first = torch.baddbmm(per_row.unsqueeze(1), k, key_kernel)
+            parts.append(self.compress_tower.run_from(first, 1))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         where = f"DIN({self.name})"
         queries, keys = _check_query_keys(where, queries, keys, self.embed_dim, self.embed_dim)
-        weights = self._attention_logits_in_chunks(queries, keys)  # (B, T, 1)
+        weights = self.attention_logits(queries, keys)  # (B, T, 1)
         if self.decay:
             weights = weights / self.embed_dim**0.5
         if mask is not None:
