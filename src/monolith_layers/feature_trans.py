@@ -24,8 +24,8 @@ from .mlp import MLP
 class AutoInt(Layer):
     """Monolith's AutoInt: ``layer_num`` rounds of ``X = softmax(X X^T) X``.
 
-    No projections and no scaling, as in Monolith (Song et al., 2019, keep
-    the interacting idea; Monolith drops the heads). Beyond the original, both
+    The interacting layer of AutoInt (Song et al., 2019) as Monolith computes
+    it: one head, no query / key / value projections, no scaling. Beyond the original, both
     off by default:
 
     * ``scale=True`` divides the logits by sqrt(E);
@@ -241,16 +241,17 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
         """``softmax(nas_weight / t)`` over the choices: (F, len(nas_space))."""
         return torch.softmax(self.nas_weight / self.t, dim=1)
 
-    def soft_masks(self) -> torch.Tensor:
+    def soft_masks(self, probs: torch.Tensor | None = None) -> torch.Tensor:
         """(F, E): each dimension weighted by its region's probability."""
-        return self.choice_probs() @ self.rigid_masks.to(self.nas_weight.dtype)
+        probs = self.choice_probs() if probs is None else probs
+        return probs @ self.rigid_masks.to(probs.dtype)
 
     def forward(self, embeds: torch.Tensor):
         where = f"iRazor({self.name})"
         embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, self.embedding_size))
         probs = self.choice_probs()
         self._summarize_histogram("nas_weight", probs)
-        masks = probs @ self.rigid_masks.to(probs.dtype)
+        masks = self.soft_masks(probs)
         if self.feature_weight is not None:
             cost = self.feature_weight.to(masks.dtype) @ masks.sum(dim=1)
             self._forward_losses = [cost]
