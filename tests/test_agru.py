@@ -257,3 +257,68 @@ def test_half_precision_forward():
         cell, torch.randn(2, 5, 3, dtype=torch.bfloat16), torch.rand(2, 5, dtype=torch.bfloat16)
     )
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("att_type", ["AGRU", "AUGRU", None])
+@pytest.mark.parametrize("masked", [False, True])
+def test_inference_path_equals_reference(att_type, masked):
+    torch.manual_seed(3)
+    cell = AGRUCell(4, att_type=att_type or "AGRU", input_dim=3)
+    x, att = torch.randn(5, 6, 3), torch.rand(5, 6)
+    mask = torch.rand(5, 6) > 0.3 if masked else None
+    score = None if att_type is None else att
+    want = static_rnn_with_attention(cell, x, score, mask=mask)
+    with torch.no_grad():  # takes the path that keeps no per-step history
+        got = dynamic_rnn_with_attention(cell, x, score, mask=mask)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_keras_gru_fast_paths_equal_reference(masked, activation):
+    from monolith_layers import KerasGRUCell, gru_sequence
+
+    torch.manual_seed(4)
+    cell = KerasGRUCell(4, activation=activation, input_dim=3).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(5, 6, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(5, 6) > 0.3 if masked else None
+    want = gru_sequence(cell, x, h0, mask, fast=False)
+    got = gru_sequence(cell, x, h0, mask)
+    with torch.no_grad():
+        inferred = gru_sequence(cell, x, h0, mask)
+    for g, i, w in zip(got, inferred, want, strict=True):
+        torch.testing.assert_close(g, w)
+        torch.testing.assert_close(i, w)
+    cot = [torch.randn_like(w) for w in want]
+    leaves = [x, h0, *cell.parameters()]
+    g_want = torch.autograd.grad(sum((w * c).sum() for w, c in zip(want, cot, strict=True)), leaves)
+    g_got = torch.autograd.grad(sum((g * c).sum() for g, c in zip(got, cot, strict=True)), leaves)
+    for a, b in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "linear"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_keras_gru_gradcheck_custom_backward(act, masked):
+    from monolith_layers._gru_scan import _GRUScan
+
+    torch.manual_seed(5)
+    gi = torch.randn(4, 3, 6, dtype=torch.float64, requires_grad=True)
+    w_r = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    b_r = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    mask = (
+        torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+        if masked
+        else None
+    )
+
+    def fn(gi, w_r, b_r, h0):
+        return _GRUScan.apply(gi, w_r, b_r, h0, mask, act)
+
+    assert torch.autograd.gradcheck(fn, (gi, w_r, b_r, h0), eps=1e-6, atol=1e-5)

@@ -30,58 +30,78 @@ from torch.autograd.function import once_differentiable
 from ._fused import activate_, derivative_from_output, fused_activation_name, pre_scale
 
 
+def _scan_forward(xp, w_gh, w_ch, h0, a, m, mode: str, act: str, history: bool):
+    """The forward loop. Returns ``(states, gates, cands, z_all)``.
+
+    ``history=True`` keeps every step's gates and candidate for the backward;
+    ``history=False`` (inference) reuses one step's worth of scratch instead.
+    """
+    steps, batch, units = xp.shape[0], xp.shape[1], xp.shape[2] // 3
+    xg, xc = xp[..., : 2 * units], xp[..., 2 * units :]
+    kept = steps if history else 1
+    states = xp.new_empty(steps + 1, batch, units)  # states[t] = h before step t
+    states[0] = h0
+    gates = xp.new_empty(kept, batch, 2 * units)
+    cands = xp.new_empty(kept, batch, units)
+
+    def per_step(buffer):
+        # Per-step views, made once: indexing a Python list costs nothing.
+        return buffer.unbind(0) if history else [buffer[0]] * steps
+
+    z_all = None  # 'none' mode: z is u (times m), rebuilt from the gates in backward
+    if mode == "AGRU":
+        z_all = a if m is None else a * m  # independent of the state: bulk
+        z_t = z_all.unbind(0)
+    elif mode == "AUGRU":
+        z_all = xp.new_empty(kept, batch, units)
+        z_t = per_step(z_all)
+        keep_t = (torch.ones_like(a) if m is None else m).unbind(0)
+        damp_t = (1.0 - a if m is None else m * (1.0 - a)).unbind(0)
+    state_t, gate_t, cand_t = states.unbind(0), per_step(gates), per_step(cands)
+    reset_t, update_t = per_step(gates[..., :units]), per_step(gates[..., units:])
+    xg_t, xc_t = xg.unbind(0), xc.unbind(0)
+    k = pre_scale(act)
+    for t in range(steps):
+        h = state_t[t]
+        torch.addmm(xg_t[t], h, w_gh, out=gate_t[t]).sigmoid_()
+        c = activate_(
+            torch.addmm(xc_t[t], reset_t[t] * h, w_ch, beta=k, alpha=k, out=cand_t[t]), act
+        )
+        if mode == "AUGRU":
+            z = torch.addcmul(keep_t[t], damp_t[t], update_t[t], value=-1.0, out=z_t[t])
+        elif mode == "none":
+            z = update_t[t] if m is None else update_t[t] * m[t]
+        else:
+            z = z_t[t]
+        torch.lerp(h, c, z, out=state_t[t + 1])
+    return states, gates, cands, z_all
+
+
+def _time_major(att, mask, dtype):
+    """(B, T) scores and mask -> (T, B, 1) in ``dtype`` (None stays None)."""
+    a = None if att is None else att.t().unsqueeze(-1).to(dtype)
+    m = None if mask is None else mask.t().unsqueeze(-1).to(dtype)
+    return a, m
+
+
+def _outputs(states, m):
+    return (states[1:] if m is None else states[1:] * m), states[-1].clone()
+
+
 class _AGRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, w_gh, w_ch, h0, att, mask, mode: str, act: str):
         # xp (T, B, 3U): input projections with biases, [gates (2U) | candidate (U)],
         # time-major so that each step's slice is one block of memory.
         # att, mask: (B, T) or None. mode: 'none' | 'AGRU' | 'AUGRU'.
-        steps, batch, units = xp.shape[0], xp.shape[1], xp.shape[2] // 3
-        dtype = xp.dtype
-        xg, xc = xp[..., : 2 * units], xp[..., 2 * units :]
-        m = None if mask is None else mask.t().unsqueeze(-1).to(dtype)  # (T, B, 1)
-        a = None if att is None else att.t().unsqueeze(-1).to(dtype)
-        states = xc.new_empty(steps + 1, batch, units)  # states[t] = h before step t
-        states[0] = h0
-        gates = xc.new_empty(steps, batch, 2 * units)
-        cands = xc.new_empty(steps, batch, units)
-        z_all = None  # 'none' mode: z is u (times m), rebuilt from the gates in backward
-        if mode == "AGRU":
-            z_all = a if m is None else a * m  # independent of the state: bulk
-        elif mode == "AUGRU":
-            z_all = xc.new_empty(steps, batch, units)
-            keep = torch.ones_like(a) if m is None else m
-            damp = 1.0 - a if m is None else m * (1.0 - a)
-        # Per-step views, made once: indexing a Python list costs nothing.
-        state_t = states.unbind(0)
-        gate_t, cand_t = gates.unbind(0), cands.unbind(0)
-        reset_t, update_t = gates[..., :units].unbind(0), gates[..., units:].unbind(0)
-        xg_t, xc_t = xg.unbind(0), xc.unbind(0)
-        if mode == "AUGRU":
-            z_t, keep_t, damp_t = z_all.unbind(0), keep.unbind(0), damp.unbind(0)
-        elif mode == "AGRU":
-            z_t = z_all.unbind(0)
-        k = pre_scale(act)
-        for t in range(steps):
-            h = state_t[t]
-            torch.addmm(xg_t[t], h, w_gh, out=gate_t[t]).sigmoid_()
-            c = activate_(
-                torch.addmm(xc_t[t], reset_t[t] * h, w_ch, beta=k, alpha=k, out=cand_t[t]), act
-            )
-            if mode == "AUGRU":
-                z = torch.addcmul(keep_t[t], damp_t[t], update_t[t], value=-1.0, out=z_t[t])
-            elif mode == "none":
-                z = update_t[t] if m is None else update_t[t] * m[t]
-            else:
-                z = z_t[t]
-            torch.lerp(h, c, z, out=state_t[t + 1])
+        a, m = _time_major(att, mask, xp.dtype)
+        states, gates, cands, z_all = _scan_forward(xp, w_gh, w_ch, h0, a, m, mode, act, True)
         # An unused output (DIEN reads only one of the two) then arrives in
         # backward as None instead of a tensor of zeros to add in every step.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(w_gh, w_ch, states, gates, cands, z_all, a, m)
         ctx.mode, ctx.act = mode, act
-        outputs = states[1:] if m is None else states[1:] * m
-        return outputs, states[steps].clone()
+        return _outputs(states, m)
 
     @staticmethod
     @once_differentiable
@@ -170,5 +190,11 @@ def agru_scan(cell, inputs, att_scores, init_state, mask):
     xp = torch.addmm(bias, flat, kernel).view(steps, batch, 3 * cell.units)
     mode = "none" if att_scores is None else cell.att_type
     act = fused_activation_name(cell.activation)
-    outputs, final = _AGRUScan.apply(xp, w_gh, w_ch, init_state, att_scores, mask, mode, act)
+    args = (xp, w_gh, w_ch, init_state, att_scores)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        outputs, final = _AGRUScan.apply(*args, mask, mode, act)
+    else:  # inference: nothing to keep for a backward
+        a, m = _time_major(att_scores, mask, xp.dtype)
+        states = _scan_forward(xp, w_gh, w_ch, init_state, a, m, mode, act, False)[0]
+        outputs, final = _outputs(states, m)
     return outputs.transpose(0, 1), final

@@ -19,41 +19,63 @@ from torch.autograd.function import once_differentiable
 from ._fused import activate_, derivative_from_output, fused_activation_name, pre_scale
 
 
+def _scan_forward(gi, w_r, b_r, h0, m, act: str, history: bool):
+    """The forward loop. Returns ``(states, gh, zr, hh, carry)``.
+
+    ``history=True`` keeps every step's intermediates for the backward;
+    ``history=False`` (inference) reuses one step's worth of scratch instead.
+    """
+    steps, batch, units = gi.shape[0], gi.shape[1], gi.shape[2] // 3
+    kept = steps if history else 1
+    k = pre_scale(act)
+    gi_h = gi[..., 2 * units :] * k if k != 1.0 else gi[..., 2 * units :]
+    states = gi.new_empty(steps + 1, batch, units)
+    states[0] = h0
+    gh = gi.new_empty(kept, batch, 3 * units)
+    zr = gi.new_empty(kept, batch, 2 * units)
+    hh = gi.new_empty(kept, batch, units)
+    carry = None if m is None else gi.new_empty(kept, batch, units)
+
+    def per_step(buffer):
+        # Per-step views, made once: indexing a Python list costs nothing.
+        return buffer.unbind(0) if history else [buffer[0]] * steps
+
+    state_t, gh_t, zr_t, hh_t = states.unbind(0), per_step(gh), per_step(zr), per_step(hh)
+    gi_zr_t, gi_h_t = gi[..., : 2 * units].unbind(0), gi_h.unbind(0)
+    gh_zr_t, gh_h_t = per_step(gh[..., : 2 * units]), per_step(gh[..., 2 * units :])
+    z_t, r_t = per_step(zr[..., :units]), per_step(zr[..., units:])
+    if m is not None:
+        m_t, carry_t, pad_t = m.unbind(0), per_step(carry), (1.0 - m).unbind(0)
+    for t in range(steps):
+        h = state_t[t]
+        torch.addmm(b_r, h, w_r, out=gh_t[t])
+        torch.add(gi_zr_t[t], gh_zr_t[t], out=zr_t[t]).sigmoid_()
+        cand = activate_(torch.addcmul(gi_h_t[t], r_t[t], gh_h_t[t], value=k, out=hh_t[t]), act)
+        w = z_t[t] if m is None else torch.addcmul(pad_t[t], z_t[t], m_t[t], out=carry_t[t])
+        # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
+        torch.mul(w, h, out=state_t[t + 1]).add_((1.0 - w) * cand)
+    return states, gh, zr, hh, carry
+
+
+def _time_major_mask(mask, dtype):
+    return None if mask is None else mask.t().unsqueeze(-1).to(dtype)  # (T, B, 1)
+
+
+def _outputs(states, m):
+    return (states[1:] if m is None else states[1:] * m), states[-1].clone()
+
+
 class _GRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gi, w_r, b_r, h0, mask, act: str):
-        steps, batch, units = gi.shape[0], gi.shape[1], gi.shape[2] // 3
-        m = None if mask is None else mask.t().unsqueeze(-1).to(gi.dtype)  # (T, B, 1)
-        k = pre_scale(act)
-        gi_h = gi[..., 2 * units :] * k if k != 1.0 else gi[..., 2 * units :]
-        states = gi.new_empty(steps + 1, batch, units)
-        states[0] = h0
-        gh = gi.new_empty(steps, batch, 3 * units)
-        zr = gi.new_empty(steps, batch, 2 * units)
-        hh = gi.new_empty(steps, batch, units)
-        carry = None if m is None else gi.new_empty(steps, batch, units)
-        state_t, gh_t, zr_t, hh_t = states.unbind(0), gh.unbind(0), zr.unbind(0), hh.unbind(0)
-        gi_zr_t, gi_h_t = gi[..., : 2 * units].unbind(0), gi_h.unbind(0)
-        gh_zr_t, gh_h_t = gh[..., : 2 * units].unbind(0), gh[..., 2 * units :].unbind(0)
-        z_t, r_t = zr[..., :units].unbind(0), zr[..., units:].unbind(0)
-        if m is not None:
-            m_t, carry_t = m.unbind(0), carry.unbind(0)
-            pad_t = (1.0 - m).unbind(0)
-        for t in range(steps):
-            h = state_t[t]
-            torch.addmm(b_r, h, w_r, out=gh_t[t])
-            torch.add(gi_zr_t[t], gh_zr_t[t], out=zr_t[t]).sigmoid_()
-            cand = activate_(torch.addcmul(gi_h_t[t], r_t[t], gh_h_t[t], value=k, out=hh_t[t]), act)
-            w = z_t[t] if m is None else torch.addcmul(pad_t[t], z_t[t], m_t[t], out=carry_t[t])
-            # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
-            torch.mul(w, h, out=state_t[t + 1]).add_((1.0 - w) * cand)
+        m = _time_major_mask(mask, gi.dtype)
+        states, gh, zr, hh, carry = _scan_forward(gi, w_r, b_r, h0, m, act, True)
         # An unused output (DIEN reads only one of the two) then arrives in
         # backward as None instead of a tensor of zeros to add in every step.
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(w_r, states, gh, zr, hh, carry, m)
         ctx.act = act
-        outputs = states[1:] if m is None else states[1:] * m
-        return outputs, states[steps].clone()
+        return _outputs(states, m)
 
     @staticmethod
     @once_differentiable
@@ -108,5 +130,10 @@ def gru_scan(cell, inputs, init_state, mask):
     flat = inputs.transpose(0, 1).reshape(steps * batch, dim)
     gi = torch.addmm(cell.bias[0], flat, cell.kernel).view(steps, batch, 3 * cell.units)
     act = fused_activation_name(cell.activation)
-    outputs, final = _GRUScan.apply(gi, cell.recurrent_kernel, cell.bias[1], init_state, mask, act)
+    args = (gi, cell.recurrent_kernel, cell.bias[1], init_state)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+        outputs, final = _GRUScan.apply(*args, mask, act)
+    else:  # inference: nothing to keep for a backward
+        m = _time_major_mask(mask, gi.dtype)
+        outputs, final = _outputs(_scan_forward(*args, m, act, False)[0], m)
     return outputs.transpose(0, 1), final
