@@ -46,6 +46,9 @@ def _worker(rank, world, port, out_path):
         loss.backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_path)
+        # Both ranks are done before either tears its connections down; gloo
+        # aborts a process whose peer closes first.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
