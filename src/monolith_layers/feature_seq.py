@@ -93,47 +93,64 @@ class DIN(Layer):
         q = queries.unsqueeze(1).expand_as(keys)
         return self.compress_tower(torch.cat([q, keys, q - keys, q * keys], dim=-1))
 
-    def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Same values as :meth:`attention_logits_reference`, without the concat.
-
-        The tower's (B, T, hidden) intermediates are the largest tensors of the
-        layer, so it runs over slices of the batch of about
-        ``POSITIONS_PER_CHUNK`` positions: they stay cache-sized and their
-        memory is reused from slice to slice (1.6-1.8x faster fwd+bwd at
-        B=1024, T=50, [80, 40, 1] on CPU; benchmarks/README.md).
-        """
+    def _first_layer_blocks(self):
+        """The first dense's kernel as ``(W1 + W3, W2 - W3, W4, bias)``."""
         dense = self.compress_tower.dense_0
         w1, w2, w3, w4 = dense.effective_kernel().split(self.embed_dim, dim=0)
-        query_kernel, key_base = w1 + w3, w2 - w3
-        rows = max(1, POSITIONS_PER_CHUNK // max(1, keys.shape[1]))
-        parts = []
-        for q, k in zip(queries.split(rows), keys.split(rows), strict=True):
-            per_row = q @ query_kernel
-            if dense.bias is not None:
-                per_row = per_row + dense.bias
-            # (rows, H, h1): each row's key-side kernel, W2 - W3 + diag(q_b) W4.
-            key_kernel = torch.addcmul(key_base, q.unsqueeze(-1), w4)
-            first = torch.baddbmm(per_row.unsqueeze(1), k, key_kernel)
-            parts.append(self.compress_tower.run_from(first, 1))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return w1 + w3, w2 - w3, w4, dense.bias
+
+    def _logits(self, queries: torch.Tensor, keys: torch.Tensor, blocks) -> torch.Tensor:
+        query_kernel, key_base, w4, bias = blocks
+        per_row = queries @ query_kernel
+        if bias is not None:
+            per_row = per_row + bias
+        # (rows, H, h1): each row's key-side kernel, W2 - W3 + diag(q_b) W4.
+        key_kernel = torch.addcmul(key_base, queries.unsqueeze(-1), w4)
+        first = torch.baddbmm(per_row.unsqueeze(1), keys, key_kernel)
+        return self.compress_tower.run_from(first, 1)
+
+    def _rows_per_slice(self, keys: torch.Tensor) -> int:
+        return max(1, POSITIONS_PER_CHUNK // max(1, keys.shape[1]))
+
+    def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Same values as :meth:`attention_logits_reference`, without the concat."""
+        blocks, rows = self._first_layer_blocks(), self._rows_per_slice(keys)
+        parts = zip(queries.split(rows), keys.split(rows), strict=True)
+        return torch.cat([self._logits(q, k, blocks) for q, k in parts])
 
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) or (B, T, H).
+
+        The whole layer runs over slices of the batch of about
+        ``POSITIONS_PER_CHUNK`` positions: the tower's (B, T, hidden)
+        intermediates and the pooling's (B, T, H) products then stay
+        cache-sized and their memory is reused from slice to slice (1.6-1.8x
+        faster fwd+bwd at B=1024, T=50, [80, 40, 1] on CPU; see
+        benchmarks/README.md).
+        """
         where = f"DIN({self.name})"
         queries, keys = _check_query_keys(where, queries, keys, self.embed_dim, self.embed_dim)
-        weights = self.attention_logits(queries, keys)  # (B, T, 1)
-        if self.decay:
-            weights = weights / self.embed_dim**0.5
+        keep = None
         if mask is not None:
-            keep = check_mask(where, mask, keys.shape[0], keys.shape[1])
-            weights = weights.masked_fill(~keep.unsqueeze(-1), 0.0)
-        self._summarize_histogram(f"{self.name}_attention_outputs", weights)
-        if self.mode == "sum":
+            keep = check_mask(where, mask, keys.shape[0], keys.shape[1]).unsqueeze(-1)
+        blocks, rows = self._first_layer_blocks(), self._rows_per_slice(keys)
+        keep_slices = [None] * len(keys.split(rows)) if keep is None else keep.split(rows)
+        pooled, all_weights = [], []
+        for q, k, kept in zip(queries.split(rows), keys.split(rows), keep_slices, strict=True):
+            weights = self._logits(q, k, blocks)  # (rows, T, 1)
+            if self.decay:
+                weights = weights / self.embed_dim**0.5
+            if kept is not None:
+                weights = weights.masked_fill(~kept, 0.0)
+            all_weights.append(weights)
             # A multiply and a reduction: faster than a batch of (1, T) @ (T, H)
             # matmuls, forward and backward.
-            return (weights * keys).sum(dim=1)
-        return keys * weights
+            pooled.append((weights * k).sum(dim=1) if self.mode == "sum" else k * weights)
+        if self._summary is not None:  # checked here to skip the concatenation when off
+            self._summarize_histogram(f"{self.name}_attention_outputs", torch.cat(all_weights))
+        return torch.cat(pooled)
 
 
 class DIEN(Layer):
