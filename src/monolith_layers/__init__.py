@@ -4,7 +4,7 @@ Every public name is importable from here, e.g.
 ``from monolith_layers import DIN, AGRUCell, MLP, merge_tensor_list``.
 """
 
-from . import activations, initializers, regularizers
+from . import activations, initializers, plotting, regularizers
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
@@ -55,6 +55,7 @@ __all__ = [
     "load_monolith_weights",
     "read_tf_checkpoint",
     "merge_tensor_list",
+    "plotting",
     "monolith_variables",
     "regularizers",
     "total_layer_loss",
