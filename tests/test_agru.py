@@ -322,3 +322,17 @@ def test_keras_gru_gradcheck_custom_backward(act, masked):
         return _GRUScan.apply(gi, w_r, b_r, h0, mask, act)
 
     assert torch.autograd.gradcheck(fn, (gi, w_r, b_r, h0), eps=1e-6, atol=1e-5)
+
+
+def test_gru_sequence_bad_input():
+    from monolith_layers import KerasGRUCell, gru_sequence
+
+    with pytest.raises(TypeError, match="gru_sequence: cell must be a KerasGRUCell, got AGRUCell"):
+        gru_sequence(AGRUCell(3, input_dim=2), torch.randn(2, 4, 2))
+    cell = KerasGRUCell(3, input_dim=2)
+    with pytest.raises(
+        ValueError, match=r"gru_sequence: inputs must have shape \(\*, \*, 2\), got \(2, 4, 3\)"
+    ):
+        gru_sequence(cell, torch.randn(2, 4, 3))
+    with pytest.raises(ValueError, match="recurrent_activation must be sigmoid"):
+        KerasGRUCell(3, recurrent_activation="hard_sigmoid", input_dim=2)

@@ -100,6 +100,8 @@ def gru_sequence(
     state and outputs zeros. ``fast=False`` runs the plain step-by-step loop
     (the reference the fast path is tested against).
     """
+    if not isinstance(cell, KerasGRUCell):
+        raise TypeError(f"gru_sequence: cell must be a KerasGRUCell, got {type(cell).__name__}")
     inputs, init_state, mask = check_sequence(
         "gru_sequence", inputs, cell.input_dim, cell.units, init_state, mask
     )
