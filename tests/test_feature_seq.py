@@ -56,7 +56,9 @@ def test_din_factored_first_layer_equals_concat(batch):
 
 def test_din_defaults_mode_and_names():
     din = DIN([4, 1], embed_dim=3)
-    assert type(din.compress_tower.get_layer(1)).__name__ == "Linear"  # None -> linear, as Monolith
+    assert (
+        type(din.compress_tower.get_layer(1)).__name__ == "Identity"
+    )  # None -> linear, as Monolith
     assert "compress_tower/dense_0/trainable_kernel_norm" in monolith_variables(din)
     q, k = torch.randn(2, 3), torch.randn(2, 5, 3)
     assert din(q, k).shape == (2, 3)

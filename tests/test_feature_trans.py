@@ -127,8 +127,12 @@ def test_irazor_bad_input():
     for space in ([1, 2], [0, 2, 2], [0], "0,1", [0, 1.5]):
         with pytest.raises(ValueError, match="nas_space must be a list of ints starting at 0"):
             iRazor(space, num_feature=2)
-    with pytest.raises(ValueError, match="t must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="t must be > 0, got 0"):
         iRazor([0, 1], t=0, num_feature=2)
+    with pytest.raises(ValueError, match="t must be a finite number, got nan"):
+        iRazor([0, 1], t=float("nan"), num_feature=2)
+    with pytest.raises(ValueError, match="feature_weight must be finite"):
+        iRazor([0, 1], feature_weight=[1.0, float("inf")], num_feature=2)
     with pytest.raises(ValueError, match="feature_weight must have num_feature=2 entries, got 3"):
         iRazor([0, 1], feature_weight=[1, 2, 3], num_feature=2)
     layer = iRazor([0, 1, 4], num_feature=2)
@@ -145,33 +149,50 @@ SPACE = [0, 2, 4, 8]  # drop, [0,2), [2,4), [4,8)
 
 
 def test_select_dims_known_answers():
+    # widths: drop 0, [0,2) 2, [2,4) 2, [4,8) 4
     probs = torch.tensor(
         [
-            [0.05, 0.70, 0.20, 0.05],  # 0.70 + 0.20 >= 0.9: regions 1, 2 -> 4 dims
-            [0.90, 0.05, 0.03, 0.02],  # the drop region alone reaches 0.9 -> removed
-            [
-                0.10,
-                0.10,
-                0.10,
-                0.70,
-            ],  # 0.70 + 0.10 (drop, tie broken to the smaller) + 0.10 -> 8 dims
-            [0.00, 0.95, 0.05, 0.00],  # region 1 alone -> 2 dims
+            [0.05, 0.70, 0.20, 0.05],  # .70, .90 (not > .9), then drop .95: regions 1, 2, 0 -> 4
+            [0.95, 0.03, 0.01, 0.01],  # the drop region alone exceeds .9 -> removed
+            [0.10, 0.15, 0.05, 0.70],  # [4,8) .70, [0,2) .85, drop .95 -> 4 + 2 = 6
+            [0.00, 0.95, 0.05, 0.00],  # [0,2) alone -> 2
         ],
         dtype=torch.float64,
     )
     sel = select_dims_from_probs(probs, SPACE, threshold=0.9)
-    assert sel.dims == [4, 0, 8, 2]
-    assert [f.regions for f in sel.features] == [(1, 2), (0,), (3, 0, 1), (1,)]
+    assert sel.dims == [4, 0, 6, 2]
+    assert [f.regions for f in sel.features] == [(1, 2, 0), (0,), (3, 1, 0), (1,)]
     assert sel.kept_features == [0, 2, 3]
     assert sel.features[1].kept is False and sel.features[1].kept_dims == []
     assert sel.features[0].kept_dims == [0, 1, 2, 3]
-    assert sel.total_dims == 14 and sel.saved_dims == 4 * 8 - 14
+    # Not a prefix: the regions taken need not be adjacent.
+    assert sel.features[2].kept_dims == [0, 1, 4, 5, 6, 7]
+    assert sel.total_dims == 12 and sel.saved_dims == 4 * 8 - 12
     # A lower threshold keeps less.
-    assert select_dims_from_probs(probs, SPACE, threshold=0.6).dims == [2, 0, 8, 2]
+    assert select_dims_from_probs(probs, SPACE, threshold=0.6).dims == [2, 0, 4, 2]
     with pytest.raises(ValueError, match="threshold must be in"):
         select_dims_from_probs(probs, SPACE, threshold=0.0)
     with pytest.raises(ValueError, match=r"probs must have shape \(F, 4\)"):
         select_dims_from_probs(probs[:, :3], SPACE, threshold=0.5)
+
+
+def test_select_dims_sums_widths_of_the_regions_taken():
+    # The example: regions [0,2) and [14,30) taken -> 2 + 16 = 18, not the
+    # largest boundary 30.
+    space = [0, 2, 6, 14, 30]
+    probs = torch.tensor([[0.05, 0.50, 0.0, 0.0, 0.45]], dtype=torch.float64)
+    sel = select_dims_from_probs(probs, space, threshold=0.9)
+    assert sel.dims == [18] and sel.features[0].regions == (1, 4)
+    assert sel.features[0].kept_dims == [0, 1] + list(range(14, 30))
+
+
+def test_select_dims_threshold_is_strict():
+    # 0.5 does not exceed 0.5: the next region is taken as well.
+    probs = torch.tensor([[0.0, 0.5, 0.5, 0.0]], dtype=torch.float64)
+    assert select_dims_from_probs(probs, SPACE, threshold=0.5).dims == [4]
+    assert select_dims_from_probs(probs, SPACE, threshold=0.49).dims == [2]
+    # A threshold of 1 is never strictly exceeded: every region is taken.
+    assert select_dims_from_probs(probs, SPACE, threshold=1.0).dims == [8]
 
 
 def test_select_dims_uses_the_layers_probabilities():
@@ -180,7 +201,7 @@ def test_select_dims_uses_the_layers_probabilities():
         layer.nas_weight.copy_(
             torch.log(torch.tensor([[0.05, 0.70, 0.20, 0.05], [0.90, 0.05, 0.03, 0.02]]))
         )
-    assert layer.select_dims(0.85).dims == [4, 0]
+    assert layer.select_dims(0.85).dims == [4, 0]  # .70 + .20 > .85; drop .90 > .85
 
 
 def test_plot_dimension_selection(tmp_path):

@@ -6,6 +6,7 @@ Every public name is importable from here, e.g.
 
 from . import activations, initializers, plotting, regularizers
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
+from ._fused import fused, fused_enabled, set_fused
 from .batch_norm import BatchNorm
 from .dense import Dense
 from .feature_seq import DIEN, DIN, DMR_U2I
@@ -31,6 +32,9 @@ __all__ = [
     "dynamic_rnn_with_attention",
     "static_rnn_with_attention",
     "BatchNorm",
+    "fused",
+    "fused_enabled",
+    "set_fused",
     "AutoInt",
     "DimensionSelection",
     "SeNet",

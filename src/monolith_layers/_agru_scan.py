@@ -20,14 +20,41 @@ Notation (time-major, T steps, batch B, units U)::
     z_t = m_t - m_t (1 - a_t) * u_t    AUGRU (= m_t * (1 - (1 - a_t) u_t))
 
 with ``m_t`` the padding mask (1 real, 0 padded; all ones without a mask).
+Padded inputs and scores arrive as zeros (the callers select them away), so
+every intermediate is finite and ``m_t = 0`` gives ``z_t = 0`` exactly.
+
+The backward, derived (``*`` elementwise, ``g_h`` = dL/dh_t accumulated from
+the later steps and from ``outputs[t]``; ``act'`` from the candidate's output)::
+
+    h_t = h_{t-1} + z_t (c_t - h_{t-1})
+      dL/dc_t      = g_h z_t
+      dL/dcpre_t   = g_h z_t act'(c_t)                         -> d xc_t (input projection)
+      dL/dq_t      = dL/dcpre_t @ W_ch^T,  q_t = r_t * h_{t-1}
+      dL/drpre_t   = dL/dq_t * h_{t-1} * r_t (1 - r_t)          -> d xg_t, reset half
+      dL/dz_t      = g_h * (c_t - h_{t-1})
+      per mode, dz_t/du_t and dz_t/da_t:
+        none:   z = m u              dz/du = m           dz/da = -
+        AGRU:   z = m a              dz/du = 0           dz/da = m
+        AUGRU:  z = m (1 - (1-a) u)  dz/du = m (a - 1)   dz/da = m u
+      dL/dupre_t   = dL/dz_t * dz/du * u_t (1 - u_t)           -> d xg_t, update half
+      dL/da_t      = sum_U dL/dz_t * dz/da
+      dL/dh_{t-1}  = g_h (1 - z_t) + dL/dq_t * r_t + dL/dgpre_t @ W_gh^T
+    dW_gh = sum_t h_{t-1}^T dL/dgpre_t;  dW_ch = sum_t q_t^T dL/dcpre_t
+
+The loop carries only ``g_h``; every factor that does not depend on it
+(sigmoid', act', ``c - h``, dz/du) is computed for all steps at once.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
-
-from ._fused import activate_, derivative_from_output, fused_activation_name, pre_scale
+from ._fused import (
+    activate_,
+    derivative_from_output,
+    fused_activation_name,
+    pre_scale,
+    refuse_double_backward,
+)
 
 
 def _scan_forward(xp, w_gh, w_ch, h0, a, m, mode: str, act: str, history: bool):
@@ -85,7 +112,8 @@ def _time_major(att, mask, dtype):
 
 
 def _outputs(states, m):
-    return (states[1:] if m is None else states[1:] * m), states[-1].clone()
+    outputs = states[1:] if m is None else torch.where(m.bool(), states[1:], 0.0)
+    return outputs, states[-1].clone()
 
 
 class _AGRUScan(torch.autograd.Function):
@@ -104,8 +132,8 @@ class _AGRUScan(torch.autograd.Function):
         return _outputs(states, m)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, d_outputs, d_final):
+        refuse_double_backward("dynamic_rnn_with_attention")
         w_gh, w_ch, states, gates, cands, z_all, a, m = ctx.saved_tensors
         mode, act = ctx.mode, ctx.act
         steps, batch, units = cands.shape
@@ -130,7 +158,7 @@ class _AGRUScan(torch.autograd.Function):
         act_slope = derivative_from_output(cands, act)
         z_act = z_all if act_slope is None else act_slope.mul_(z_all)
         if d_outputs is not None and m is not None:
-            d_outputs = d_outputs * m
+            d_outputs = torch.where(m.bool(), d_outputs, 0.0)  # select: a nan there stays out
 
         # pairs[t] = [dq_t, dh_t] side by side, so that one contiguous multiply
         # by coefs[t] gives both gate gradients.

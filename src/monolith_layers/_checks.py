@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -63,3 +65,44 @@ def check_mask(where: str, mask: object, batch: int, steps: int) -> torch.Tensor
     if mask.dtype == torch.bool:
         return mask
     return mask >= 1
+
+
+def check_float(
+    where: str, arg: str, value: object, expected: torch.dtype | None = None
+) -> torch.Tensor:
+    """A floating-point tensor, of dtype ``expected`` when one is given.
+
+    Layers never cast their inputs silently: a float64 input to a float32
+    layer (or an integer input anywhere) is an error that says how to fix it.
+    """
+    tensor = check_tensor(where, arg, value)
+    if not tensor.is_floating_point():
+        raise TypeError(f"{where}: {arg} must be a floating-point tensor, got {tensor.dtype}")
+    if expected is not None and tensor.dtype != expected:
+        raise TypeError(
+            f"{where}: {arg} has dtype {tensor.dtype} but the layer's weights are {expected}; "
+            f"convert the input (.to({expected})) or the layer (.to({tensor.dtype}))"
+        )
+    return tensor
+
+
+def check_finite_number(
+    where: str, arg: str, value: object, *, low: float | None = None, positive: bool = False
+) -> float:
+    """A finite real number; ``positive``: > 0; ``low``: >= low."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: {arg} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{where}: {arg} must be > 0, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{where}: {arg} must be >= {low}, got {value!r}")
+    return float(value)
+
+
+def resolve(where: str, arg: str, getter: Callable[..., Any], value: Any, **kwargs: Any) -> Any:
+    """``getter(value)`` (an activation / initializer / regularizer look-up) with
+    errors that name the layer and the argument."""
+    try:
+        return getter(value, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{where}: {arg}: {err}") from None

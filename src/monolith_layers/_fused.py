@@ -7,33 +7,109 @@ activation's output alone, so nothing but the output needs saving.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from . import activations as _activations
 
 FUSED_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
 
+# torch's own spellings of the activations the fused paths know.
+_TORCH_MODULES = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Identity: "linear"}
+_TORCH_FUNCTIONS = {
+    torch.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    torch.relu: "relu",
+    F.relu: "relu",
+    F.tanh: "tanh",
+    F.sigmoid: "sigmoid",
+}
 
-def _is_tracing() -> bool:
+ENV_VAR = "MONOLITH_LAYERS_FUSED"
+_fused_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+_warned: set[tuple[str, str]] = set()
+
+
+def set_fused(enabled: bool) -> bool:
+    """Switch the fast paths on or off for the whole process; returns the old setting.
+
+    On (the default, or ``MONOLITH_LAYERS_FUSED=1``): the attention RNNs,
+    :func:`~monolith_layers.gru_sequence` and DIN take their fused paths.
+    Off (``set_fused(False)`` or ``MONOLITH_LAYERS_FUSED=0``): they run the
+    plain reference computations those paths are tested against. Results are
+    the same to float rounding either way.
+    """
+    global _fused_enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_fused: enabled must be a bool, got {enabled!r}")
+    previous, _fused_enabled = _fused_enabled, enabled
+    return previous
+
+
+def fused_enabled() -> bool:
+    """Whether :func:`set_fused` (or the environment variable) leaves the fast paths on."""
+    return _fused_enabled
+
+
+@contextlib.contextmanager
+def fused(enabled: bool) -> Iterator[None]:
+    """``with fused(False): ...`` runs a block on the reference paths."""
+    previous = set_fused(enabled)
+    try:
+        yield
+    finally:
+        set_fused(previous)
+
+
+def is_tracing() -> bool:
+    """True under ``torch.compile`` / ``torch.export`` / ``torch.jit.trace`` / ONNX export.
+
+    Tracers need the plain computations: the fused kernels write into
+    preallocated buffers (``out=``) inside a custom autograd Function, which
+    a tracer cannot see through, and DIN's batch slicing would bake the
+    traced batch size into the graph.
+    """
     is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     if is_compiling is None:  # pragma: no cover - older torch
         from torch._dynamo import is_compiling
-    return bool(is_compiling())
+    return bool(is_compiling()) or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
-def use_fused_path(activation) -> bool:
-    """Whether a recurrence can take its fused path.
+def fast_paths_on() -> bool:
+    """The fast paths are switched on and nothing is tracing the model."""
+    return _fused_enabled and not is_tracing()
 
-    Not while ``torch.compile`` / ``torch.export`` trace the model: the fused
-    kernels write into preallocated buffers (``out=``), which tracing cannot
-    differentiate, so tracers get the plain loop, which they unroll.
+
+def use_fused_path(activation: Any, where: str) -> bool:
+    """Whether a recurrence with this candidate activation takes its fused path.
+
+    Not while tracing (see :func:`is_tracing`), not when switched off, and
+    not for an activation whose derivative the fused backward does not know;
+    that last fallback warns once per caller and activation type.
     """
-    if _is_tracing():
+    if not fast_paths_on():
         return False
-    return fused_activation_name(activation) is not None
+    if fused_activation_name(activation) is not None:
+        return True
+    key = (where, type(activation).__name__)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"{where}: activation {activation!r} has no fused form "
+            f"(fused: {', '.join(FUSED_ACTIVATIONS)}); running the plain step loop",
+            stacklevel=3,
+        )
+    return False
 
 
-def fused_activation_name(activation) -> str | None:
+def fused_activation_name(activation: Any) -> str | None:
     """The activation's name if the fused paths know its derivative, else None."""
     if isinstance(activation, _activations.ReLU) and activation.get_config() != {
         "max_value": None,
@@ -41,6 +117,15 @@ def fused_activation_name(activation) -> str | None:
         "threshold": 0.0,
     }:
         return None
+    if isinstance(activation, _activations.Lambda):
+        activation = activation.fn
+    if type(activation) in _TORCH_MODULES:
+        return _TORCH_MODULES[type(activation)]
+    if not isinstance(activation, nn.Module):
+        try:
+            return _TORCH_FUNCTIONS.get(activation)
+        except TypeError:  # unhashable callable
+            return None
     name = _activations.name_of(activation)
     return name if name in FUSED_ACTIVATIONS else None
 
@@ -88,3 +173,14 @@ def derivative_from_output(out: torch.Tensor, name: str) -> torch.Tensor | None:
     if name == "relu":
         return (out > 0).to(out.dtype)
     return None
+
+
+def refuse_double_backward(where: str) -> None:
+    """Called first in a hand-written backward: a graph of the backward itself
+    (``create_graph=True``, for a double backward) is not supported."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{where}: the fused recurrence's hand-written backward is not twice "
+            "differentiable (create_graph=True / double backward); switch the fast "
+            "paths off with monolith_layers.set_fused(False) for higher-order gradients"
+        )

@@ -9,14 +9,36 @@ Notation (time-major; ``gi`` = input projections with ``bias[0]``, hoisted)::
     h_t  = w_t * h_{t-1} + (1 - w_t) * hh_t
     w_t  = z_t                 without a mask
     w_t  = z_t m_t + 1 - m_t   with one (a padded step keeps h)
+
+Padded inputs arrive as zeros (the callers select them away), so every
+intermediate is finite and ``m_t = 0`` gives ``w_t = 1`` exactly.
+
+The backward, derived (``g_h`` = dL/dh_t from the later steps and ``outputs[t]``)::
+
+    dL/dhh_t     = g_h (1 - w_t)
+    dL/dhpre_t   = g_h (1 - w_t) act'(hh_t)               -> d gi_h_t
+    dL/dz_t      = g_h m_t (h_{t-1} - hh_t)
+    dL/dzpre_t   = dL/dz_t z_t (1 - z_t)                   -> d gi_z_t = d gh_z_t
+    dL/dr_t      = dL/dhpre_t * gh_h_t
+    dL/drpre_t   = dL/dr_t r_t (1 - r_t)                    -> d gi_r_t = d gh_r_t
+    dL/dgh_h_t   = dL/dhpre_t * r_t
+    dL/dh_{t-1}  = g_h w_t + dL/dgh_t @ W_r^T
+    dW_r = sum_t h_{t-1}^T dL/dgh_t;  db_r = sum_t dL/dgh_t
+
+Only ``g_h`` is carried through the loop; every factor that does not depend
+on it is computed for all steps at once.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
-
-from ._fused import activate_, derivative_from_output, fused_activation_name, pre_scale
+from ._fused import (
+    activate_,
+    derivative_from_output,
+    fused_activation_name,
+    pre_scale,
+    refuse_double_backward,
+)
 
 
 def _scan_forward(gi, w_r, b_r, h0, m, act: str, history: bool):
@@ -62,7 +84,8 @@ def _time_major_mask(mask, dtype):
 
 
 def _outputs(states, m):
-    return (states[1:] if m is None else states[1:] * m), states[-1].clone()
+    outputs = states[1:] if m is None else torch.where(m.bool(), states[1:], 0.0)
+    return outputs, states[-1].clone()
 
 
 class _GRUScan(torch.autograd.Function):
@@ -78,8 +101,8 @@ class _GRUScan(torch.autograd.Function):
         return _outputs(states, m)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, d_outputs, d_final):
+        refuse_double_backward("gru_sequence")
         w_r, states, gh, zr, hh, carry, m = ctx.saved_tensors
         steps, batch, units = hh.shape
         prev = states[:-1]
@@ -97,7 +120,7 @@ class _GRUScan(torch.autograd.Function):
         if act_slope is not None:
             h_coef.mul_(act_slope)
         if d_outputs is not None and m is not None:
-            d_outputs = d_outputs * m
+            d_outputs = torch.where(m.bool(), d_outputs, 0.0)  # select: a nan there stays out
 
         d_gh = hh.new_empty(steps, batch, 3 * units)
         d_gi = hh.new_empty(steps, batch, 3 * units)

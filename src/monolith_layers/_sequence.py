@@ -6,7 +6,20 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_mask, check_shape
+from ._checks import check_float, check_mask, check_shape
+
+
+def zero_padded(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``values`` (B, T, ...) with every padded step replaced by zeros.
+
+    A select, not a multiply: a NaN or Inf in a padded slot (whatever the
+    caller left there) must not reach a result or a gradient, and
+    ``0 * nan`` is ``nan``. The gradient of a padded slot is exactly zero.
+    """
+    if mask is None:
+        return values
+    keep = mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim()))
+    return torch.where(keep, values, values.new_zeros(()))
 
 
 def check_sequence(
@@ -16,20 +29,26 @@ def check_sequence(
     units: int,
     init_state: object,
     mask: object,
+    dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Validate inputs (B, T, D), init_state (B, U) and mask (B, T).
 
-    Returns ``(inputs, init_state, mask)``: the state defaults to zeros in the
-    inputs' dtype and device, the mask becomes bool (True = real step).
+    Returns ``(inputs, init_state, mask)``: the inputs with padded steps
+    zeroed (:func:`zero_padded`), the state defaulting to zeros in the
+    inputs' dtype and device, the mask as bool (True = real step). ``dtype``
+    is the cell's weight dtype, which inputs and state must share.
     """
     inputs = check_shape(where, "inputs", inputs, (None, None, input_dim))
+    check_float(where, "inputs", inputs, dtype)
     batch, steps = inputs.shape[:2]
     if init_state is None:
         init_state = inputs.new_zeros(batch, units)
     else:
         init_state = check_shape(where, "init_state", init_state, (batch, units))
+        check_float(where, "init_state", init_state, dtype)
     if mask is not None:
         mask = check_mask(where, mask, batch, steps)
+        inputs = zero_padded(inputs, mask)
     return inputs, init_state, mask
 
 
@@ -67,7 +86,7 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None, dim: int) ->
     slice with no real position gives all zeros, never NaN, and no finite
     "minus infinity" constant is used, so float16 / bfloat16 are safe.
     """
-    if mask is None:
+    if mask is None or logits.shape[dim] == 0:
         return torch.softmax(logits, dim=dim)
     logits = logits.masked_fill(~mask, float("-inf"))
     peak = logits.amax(dim=dim, keepdim=True)

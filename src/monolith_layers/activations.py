@@ -41,7 +41,9 @@ class Activation(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 
 
-class Linear(Activation):
+class Identity(Activation):
+    """The linear activation (Keras's ``'linear'``; ``'identity'`` also names it)."""
+
     def forward(self, x):
         return x
 
@@ -204,6 +206,9 @@ class PReLU(Activation):
         alpha_regularizer: Any = None,
         alpha_constraint: Any = None,
         shared_axes: Any = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if alpha_constraint is not None or shared_axes is not None:
@@ -212,10 +217,17 @@ class PReLU(Activation):
                 f"slope per unit); got alpha_constraint={alpha_constraint!r}, "
                 f"shared_axes={shared_axes!r}"
             )
+        if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+            raise ValueError(f"PReLU: units must be a positive int, got {units!r}")
         self.units = units
         self.alpha_initializer = alpha_initializer
+        self._alpha_init = _initializers.get(alpha_initializer)
         self.alpha_regularizer = _regularizers.get(alpha_regularizer)
-        self.alpha = nn.Parameter(_initializers.initialize(alpha_initializer, (units,)))
+        self.alpha = nn.Parameter(torch.empty(units, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self._alpha_init.fill_(self.alpha)
 
     def forward(self, x):
         return torch.relu(x) - self.alpha * torch.relu(-x)
@@ -243,7 +255,7 @@ class Lambda(Activation):
 
 
 _CLASSES = {
-    "linear": Linear,
+    "linear": Identity,
     "sigmoid": Sigmoid,
     "sigmoid2": Sigmoid2,
     "tanh": Tanh,
@@ -266,12 +278,13 @@ _REGISTRY = Registry("activation", _CLASSES, aliases={"silu": "swish", "identity
 ActivationLike = str | dict | nn.Module | Callable[[torch.Tensor], torch.Tensor] | None
 
 
-def get(identifier: ActivationLike, units: int | None = None) -> nn.Module | None:
+def get(identifier: ActivationLike, units: int | None = None, **factory: Any) -> nn.Module | None:
     """A fresh activation module for ``identifier``; ``None`` stays ``None``.
 
     Args:
         identifier: a name, a serialised dict or string, a module or a callable.
         units: size of the last axis the activation will see; PReLU needs it.
+        factory: ``device`` / ``dtype`` for an activation with weights (PReLU).
     """
     if identifier is None or isinstance(identifier, nn.Module):
         return identifier
@@ -281,6 +294,7 @@ def get(identifier: ActivationLike, units: int | None = None) -> nn.Module | Non
             config.setdefault("units", units)
             if config["units"] is None:
                 raise ValueError(f"activations.get: {cls.__name__} needs the number of units")
+            return cls(**config, **factory)
         return cls(**config)
     if callable(identifier):
         key = normalize_name(getattr(identifier, "__name__", ""))

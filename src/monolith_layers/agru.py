@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 
-from . import activations as _activations
 from ._agru_scan import agru_scan
-from ._checks import check_positive_int, check_shape, check_tensor
-from ._fused import use_fused_path
-from ._sequence import check_sequence, step_loop
-from .layer import Layer
+from ._checks import check_float, check_positive_int, check_shape, check_tensor
+from ._fused import fused_activation_name, use_fused_path
+from ._sequence import check_sequence, step_loop, zero_padded
+from .layer import Layer, attach_activation
 
 ATT_TYPES = ("AGRU", "AUGRU")
 
@@ -51,6 +50,7 @@ class AGRUCell(Layer):
         regularizer: penalty on all four weights.
         input_dim: D, the width of ``x``.
         name: Monolith scope, default ``'agru_cell'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -63,19 +63,28 @@ class AGRUCell(Layer):
         *,
         input_dim: int,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"AGRUCell({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.units = check_positive_int(where, "units", units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
         self.att_type = check_att_type(where, att_type)
-        self.activation = _activations.get(activation or "tanh", units=units)
+        attach_activation(self, activation or "tanh", units)
         init = initializer or "he_normal"
         rows = input_dim + units
         self.add_weight("gates/kernel", (rows, 2 * units), init, regularizer)
         self.add_weight("gates/bias", (2 * units,), "ones", regularizer)
         self.add_weight("candidate/kernel", (rows, units), init, regularizer)
         self.add_weight("candidate/bias", (units,), "ones", regularizer)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_dim}, {self.units}, att_type={self.att_type!r}, "
+            f"fused_activation={fused_activation_name(self.activation) is not None}, "
+            f"name={self.name!r}"
+        )
 
     @property
     def state_size(self) -> int:
@@ -93,12 +102,15 @@ class AGRUCell(Layer):
 
     def check_step(self, x: Any, state: Any, att_score: Any = None) -> torch.Tensor | None:
         """Validate one step's inputs; returns ``att_score`` as (B, 1) or None."""
-        where = f"AGRUCell({self.name})"
-        x = check_shape(where, "x", x, (None, self.input_dim))
+        where, dtype = self.where, self.gates_kernel.dtype
+        x = check_float(where, "x", check_shape(where, "x", x, (None, self.input_dim)), dtype)
         check_shape(where, "state", state, (x.shape[0], self.units))
+        check_float(where, "state", state, dtype)
         if att_score is None:
             return None
-        att_score = check_tensor(where, "att_score", att_score)
+        att_score = check_float(
+            where, "att_score", check_tensor(where, "att_score", att_score), dtype
+        )
         if att_score.dim() == 1:
             att_score = att_score.unsqueeze(1)
         return check_shape(where, "att_score", att_score, (x.shape[0], 1))
@@ -139,10 +151,12 @@ def _check_rnn_inputs(where, cell, inputs, att_scores, init_state, mask):
     if not isinstance(cell, AGRUCell):
         raise TypeError(f"{where}: cell must be an AGRUCell, got {type(cell).__name__}")
     inputs, init_state, mask = check_sequence(
-        where, inputs, cell.input_dim, cell.units, init_state, mask
+        where, inputs, cell.input_dim, cell.units, init_state, mask, cell.gates_kernel.dtype
     )
     if att_scores is not None:
         att_scores = check_shape(where, "att_scores", att_scores, tuple(inputs.shape[:2]))
+        check_float(where, "att_scores", att_scores, cell.gates_kernel.dtype)
+        att_scores = zero_padded(att_scores, mask)
     return inputs, att_scores, init_state, mask
 
 
@@ -185,11 +199,14 @@ def dynamic_rnn_with_attention(
     The input projections of all T steps are one matmul each; the loop does
     two small matmuls and fused elementwise updates per step, with a
     hand-written backward through time (tanh, sigmoid, relu and linear
-    candidate activations; any other activation runs the plain loop).
+    candidate activations, by our names or torch's; any other activation
+    runs the plain loop, with a warning once). ``set_fused(False)`` and
+    tracing (compile / export / jit.trace) take the plain loop too.
     """
+    where = "dynamic_rnn_with_attention"
     inputs, att_scores, state, mask = _check_rnn_inputs(
-        "dynamic_rnn_with_attention", cell, inputs, att_scores, init_state, mask
+        where, cell, inputs, att_scores, init_state, mask
     )
-    if not use_fused_path(cell.activation) or inputs.shape[1] == 0:
+    if inputs.shape[1] == 0 or not use_fused_path(cell.activation, where):
         return static_rnn_with_attention(cell, inputs, att_scores, state, mask)
     return agru_scan(cell, inputs, att_scores, state, mask)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_positive_int
+from ._checks import check_finite_number, check_float, check_positive_int
 from .layer import Layer
 
 
@@ -24,6 +24,7 @@ class BatchNorm(Layer):
         momentum: Keras momentum of the moving statistics.
         epsilon: added to the variance (Keras's default 1e-3).
         name: Monolith scope, e.g. ``'BatchNorm/in'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -33,21 +34,32 @@ class BatchNorm(Layer):
         epsilon: float = 1e-3,
         *,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        check_positive_int(f"BatchNorm({self.name})", "num_features", num_features)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(
-                f"BatchNorm({self.name}): momentum must be in [0, 1], got {momentum!r}"
-            )
-        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
+        self.num_features = check_positive_int(where, "num_features", num_features)
+        momentum = check_finite_number(where, "momentum", momentum, low=0.0)
+        if momentum > 1.0:
+            raise ValueError(f"{where}: momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = momentum
+        self.epsilon = check_finite_number(where, "epsilon", epsilon, positive=True)
         self.add_weight("gamma", (num_features,), "ones")
         self.add_weight("beta", (num_features,), "zeros")
         self.add_weight("moving_mean", (num_features,), "zeros", trainable=False)
         self.add_weight("moving_variance", (num_features,), "ones", trainable=False)
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, momentum={self.momentum}, epsilon={self.epsilon}, "
+            f"name={self.name!r}"
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.gamma.shape[0]:
+        """x (..., F) -> (..., F)."""
+        x = check_float(self.where, "x", x, self.gamma.dtype)
+        if x.dim() < 1 or x.shape[-1] != self.gamma.shape[0]:
             raise ValueError(
                 f"BatchNorm({self.name}): x must have shape (..., {self.gamma.shape[0]}), "
                 f"got {tuple(x.shape)}"

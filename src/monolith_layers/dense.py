@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_positive_int, check_tensor
+from ._checks import check_float, check_positive_int
 from .activations import Activation
 from .layer import Layer, attach_activation
 
@@ -38,6 +38,7 @@ class Dense(Layer):
         kernel_norm_trainable: learn the column norms ``g``.
         input_dim: width of the last axis of ``x``.
         name: layer name (Monolith scope), default ``'dense'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -54,29 +55,54 @@ class Dense(Layer):
         *,
         input_dim: int,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"Dense({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.units = check_positive_int(where, "units", units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
         self.allow_kernel_norm = bool(allow_kernel_norm)
         self.kernel_norm_trainable = bool(kernel_norm_trainable)
 
-        kernel = self.add_weight(
+        self.add_weight(
             "kernel",
             (input_dim, units),
             kernel_initializer or "glorot_uniform",
             kernel_regularizer,
+            init_arg="kernel_initializer",
+            reg_arg="kernel_regularizer",
         )
         # Optional weights exist as None so that attribute access is uniform.
         self.register_parameter("trainable_kernel_norm", None)
         self.register_parameter("bias", None)
         if self.allow_kernel_norm and self.kernel_norm_trainable:
-            init_norm = lambda shape, dtype=None: kernel.detach().norm(dim=0).to(dtype)  # noqa: E731
-            self.add_weight("trainable_kernel_norm", (units,), init_norm)
+            # Drawn in reset_parameters: the column norms of the fresh kernel.
+            self.add_weight("trainable_kernel_norm", (units,), "ones")
         if use_bias:
-            self.add_weight("bias", (units,), bias_initializer or "zeros", bias_regularizer)
+            self.add_weight(
+                "bias",
+                (units,),
+                bias_initializer or "zeros",
+                bias_regularizer,
+                init_arg="bias_initializer",
+                reg_arg="bias_regularizer",
+            )
         self.activation = attach_activation(self, activation, units)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.trainable_kernel_norm is not None:
+            with torch.no_grad():
+                # g starts at the column norms of V, so the initial kernel is V itself.
+                self.trainable_kernel_norm.copy_(self.kernel.norm(dim=0))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_dim}, {self.units}, bias={self.bias is not None}, "
+            f"kernel_norm={self.allow_kernel_norm}, "
+            f"learnable_norm={self.trainable_kernel_norm is not None}, name={self.name!r}"
+        )
 
     def effective_kernel(self) -> torch.Tensor:
         """The kernel the layer multiplies by, (input_dim, units)."""
@@ -89,7 +115,8 @@ class Dense(Layer):
         return self.kernel * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_tensor(f"Dense({self.name})", "x", x)
+        """x (..., input_dim) -> (..., units)."""
+        x = check_float(self.where, "x", x, self.kernel.dtype)
         if x.dim() < 1 or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"Dense({self.name}): x must have shape (..., {self.input_dim}), "

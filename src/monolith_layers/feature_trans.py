@@ -14,8 +14,18 @@ from typing import Any
 
 import torch
 
-from ._checks import check_choice, check_mask, check_positive_int, check_shape, check_tensor
-from ._sequence import masked_softmax
+from . import initializers as _initializers
+from . import regularizers as _regularizers
+from ._checks import (
+    check_choice,
+    check_finite_number,
+    check_mask,
+    check_positive_int,
+    check_shape,
+    check_tensor,
+    resolve,
+)
+from ._sequence import masked_softmax, zero_padded
 from .layer import Layer
 from .merge import MERGE_TYPES, merge_tensor_list
 from .mlp import MLP
@@ -40,6 +50,7 @@ class AutoInt(Layer):
         keep_list: wrap a merged output in a list.
         scale: divide the logits by sqrt(E).
         name: Monolith scope, default ``'auto_int'``.
+        device, dtype: accepted like every layer's (AutoInt has no weights).
     """
 
     def __init__(
@@ -50,19 +61,30 @@ class AutoInt(Layer):
         scale: bool = False,
         *,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"AutoInt({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.layer_num = check_positive_int(where, "layer_num", layer_num)
         check_choice(where, "out_type", out_type, MERGE_TYPES)
         self.out_type, self.keep_list, self.scale = out_type, bool(keep_list), bool(scale)
 
+    def extra_repr(self) -> str:
+        return (
+            f"layer_num={self.layer_num}, out_type={self.out_type!r}, scale={self.scale}, "
+            f"name={self.name!r}"
+        )
+
     def forward(self, embeds: torch.Tensor, mask: torch.Tensor | None = None):
-        where = f"AutoInt({self.name})"
+        """embeds (B, F, E), mask (B, F) of present fields -> merged (module docstring)."""
+        where = self.where
         x = check_shape(where, "embeds", embeds, (None, None, None))
+        self.check_input_dtype("embeds", x)
         present = None
         if mask is not None:
             present = check_mask(where, mask, x.shape[0], x.shape[1]).unsqueeze(-1)  # (B, F, 1)
+            x = zero_padded(x, present.squeeze(-1))
         for _ in range(self.layer_num):
             logits = torch.bmm(x, x.transpose(1, 2))  # (B, F, F)
             if self.scale:
@@ -70,7 +92,7 @@ class AutoInt(Layer):
             keys_present = None if present is None else present.transpose(1, 2)
             x = torch.bmm(masked_softmax(logits, keys_present, dim=-1), x)
             if present is not None:
-                x = x * present.to(x.dtype)
+                x = torch.where(present, x, x.new_zeros(()))
         return merge_tensor_list(x, self.out_type, keep_list=self.keep_list)
 
 
@@ -102,8 +124,9 @@ class FeatureSelection:
     """What :meth:`iRazor.select_dims` decided for one feature."""
 
     feature: int
-    regions: tuple[int, ...]  # the regions whose probabilities make up the threshold
-    dims: int  # keep embedding dimensions [0, dims); 0 drops the feature
+    regions: tuple[int, ...]  # the regions taken, most probable first (0 = the drop choice)
+    dims: int  # the selected embedding size: the sum of the taken regions' widths
+    spans: tuple[tuple[int, int], ...] = ()  # [start, end) of each taken region but drop
 
     @property
     def kept(self) -> bool:
@@ -111,7 +134,8 @@ class FeatureSelection:
 
     @property
     def kept_dims(self) -> list[int]:
-        return list(range(self.dims))
+        """Indices of the embedding dimensions that the taken regions cover."""
+        return sorted(d for start, end in self.spans for d in range(start, end))
 
 
 @dataclass(frozen=True)
@@ -140,34 +164,55 @@ class DimensionSelection:
         return len(self.features) * self.embedding_size - self.total_dims
 
 
-# Sums of float32 probabilities are off by a few 1e-8; a threshold is reached
-# when the sum is within this slack, so rounding never tips a decision.
-_CPT_SLACK = 1e-6
-
-
 def select_dims_from_probs(
     probs: torch.Tensor, nas_space: Sequence[int], threshold: float
 ) -> DimensionSelection:
     """The cumulative-probability-threshold (CPT) rule; see :meth:`iRazor.select_dims`."""
-    if not 0.0 < threshold <= 1.0:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0.0 < threshold <= 1.0
+    ):
         raise ValueError(f"select_dims: threshold must be in (0, 1], got {threshold!r}")
     probs = torch.as_tensor(probs, dtype=torch.float64)
     if probs.dim() != 2 or probs.shape[1] != len(nas_space):
         raise ValueError(
             f"select_dims: probs must have shape (F, {len(nas_space)}), got {tuple(probs.shape)}"
         )
+    widths = [0] + [nas_space[k] - nas_space[k - 1] for k in range(1, len(nas_space))]
     features = []
-    for i, row in enumerate(probs):
+    for i, row in enumerate(probs.tolist()):
         # Stable sort: among equal probabilities the smaller region comes first.
-        order = sorted(range(len(nas_space)), key=lambda k: (-float(row[k]), k))
+        order = sorted(range(len(nas_space)), key=lambda k: (-row[k], k))
         chosen, total = [], 0.0
         for region in order:
             chosen.append(region)
-            total += float(row[region])
-            if total >= threshold - _CPT_SLACK:
+            total += row[region]
+            if total > threshold:
                 break
-        features.append(FeatureSelection(i, tuple(chosen), max(nas_space[k] for k in chosen)))
+        spans = tuple(sorted((nas_space[k - 1], nas_space[k]) for k in chosen if k > 0))
+        dims = sum(widths[k] for k in chosen)
+        features.append(FeatureSelection(i, tuple(chosen), dims, spans))
     return DimensionSelection(tuple(features), int(nas_space[-1]), float(threshold))
+
+
+def _check_feature_weight(where: str, value: Any, num_feature: int) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        costs = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"{where}: feature_weight must be {num_feature} numbers, got {value!r}"
+        ) from err
+    if costs.numel() != num_feature:
+        raise ValueError(
+            f"{where}: feature_weight must have num_feature={num_feature} entries, "
+            f"got {costs.numel()}"
+        )
+    if not bool(torch.isfinite(costs).all()):
+        raise ValueError(f"{where}: feature_weight must be finite, got {costs.tolist()}")
+    return costs.tolist()
 
 
 class iRazor(Layer):  # noqa: N801 - Monolith's class name
@@ -195,6 +240,7 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
         out_type, keep_list: output merging (module docstring).
         num_feature: F.
         name: Monolith scope, default ``'i_razor'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -209,14 +255,14 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
         *,
         num_feature: int,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"iRazor({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.nas_space = _check_nas_space(where, nas_space)
         self.num_feature = check_positive_int(where, "num_feature", num_feature)
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
-            raise ValueError(f"{where}: t must be a positive number, got {t!r}")
-        self.t = float(t)
+        self.t = check_finite_number(where, "t", t, positive=True)
         check_choice(where, "out_type", out_type, MERGE_TYPES)
         self.out_type, self.keep_list = out_type, bool(keep_list)
         self.embedding_size = self.nas_space[-1]
@@ -226,16 +272,34 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
             initializer or "glorot_uniform",
             regularizer,
         )
-        self.register_buffer("rigid_masks", rigid_masks(self.nas_space), persistent=False)
+        factory = self.factory_kwargs
+        self.register_buffer(
+            "rigid_masks",
+            torch.empty(len(self.nas_space), self.embedding_size, **factory),
+            persistent=False,
+        )
+        self._feature_costs = _check_feature_weight(where, feature_weight, num_feature)
         self.register_buffer("feature_weight", None, persistent=False)
-        if feature_weight is not None:
-            weights = torch.as_tensor(feature_weight, dtype=torch.float32).reshape(-1)
-            if weights.numel() != num_feature:
-                raise ValueError(
-                    f"{where}: feature_weight must have num_feature={num_feature} entries, "
-                    f"got {weights.numel()}"
-                )
-            self.register_buffer("feature_weight", weights, persistent=False)
+        if self._feature_costs is not None:
+            self.register_buffer(
+                "feature_weight", torch.empty(num_feature, **factory), persistent=False
+            )
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        # The constant buffers too: after to_empty() they hold garbage.
+        if not self.rigid_masks.is_meta:
+            with torch.no_grad():
+                self.rigid_masks.copy_(rigid_masks(self.nas_space))
+                if self.feature_weight is not None:
+                    self.feature_weight.copy_(torch.tensor(self._feature_costs))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_feature={self.num_feature}, nas_space={self.nas_space}, t={self.t}, "
+            f"feature_weight={self.feature_weight is not None}, out_type={self.out_type!r}, "
+            f"name={self.name!r}"
+        )
 
     def choice_probs(self) -> torch.Tensor:
         """``softmax(nas_weight / t)`` over the choices: (F, len(nas_space))."""
@@ -247,8 +311,10 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
         return probs @ self.rigid_masks.to(probs.dtype)
 
     def forward(self, embeds: torch.Tensor):
-        where = f"iRazor({self.name})"
+        """embeds (B, F, E) -> merged (module docstring)."""
+        where = self.where
         embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, self.embedding_size))
+        self.check_input_dtype("embeds", embeds)
         probs = self.choice_probs()
         self._summarize_histogram("nas_weight", probs)
         masks = self.soft_masks(probs)
@@ -261,18 +327,24 @@ class iRazor(Layer):  # noqa: N801 - Monolith's class name
     def select_dims(self, threshold: float = 0.9) -> DimensionSelection:
         """Choose each feature's embedding size by the cumulative probability threshold.
 
-        The rule (i-Razor's CPT pruning, Yao et al., arXiv 2204.00281), per feature:
+        The rule of the i-Razor authors' released code (Yao et al., arXiv
+        2204.00281), per feature:
 
         1. take the choice probabilities ``p`` (``softmax(nas_weight / t)``);
-        2. sort the regions by probability, highest first (ties: smaller region first);
-        3. take regions in that order until their probabilities add up to at
-           least ``threshold`` (to within 1e-6, for float32 rounding);
-        4. the feature keeps dimensions ``[0, d)`` with ``d`` the largest upper
-           boundary ``nas_space[k]`` among the taken regions; ``d = 0`` (only
-           the drop region was taken) removes the feature.
+        2. sort the regions by probability, highest first (ties: smaller
+           region first);
+        3. take regions in that order until their cumulative probability
+           first strictly exceeds ``threshold`` (all of them if it never does);
+        4. the selected embedding size is the sum of the widths of the taken
+           regions (the drop region has width 0); 0 removes the feature.
+
+        For example, ``nas_space=[0, 2, 6, 14, 30]`` (widths 2, 4, 8, 16) with
+        the regions ``[6, 14)`` and ``[14, 30)`` taken gives 8 + 16 = 24, and
+        ``[0, 2)`` + ``[14, 30)`` gives 18.
 
         Returns a :class:`DimensionSelection` with per-feature ``dims``,
-        ``kept``, ``kept_dims``, and ``total_dims`` / ``saved_dims``.
+        ``regions``, ``kept``, ``kept_dims`` (the covered indices), and
+        ``total_dims`` / ``saved_dims``.
         """
         return select_dims_from_probs(self.choice_probs().cpu(), self.nas_space, threshold)
 
@@ -298,6 +370,7 @@ class SeNet(Layer):
         on_gpu: ignored (see above).
         out_type, keep_list: output merging (module docstring).
         name: Monolith scope, default ``'se_net'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -311,41 +384,58 @@ class SeNet(Layer):
         keep_list: bool = False,
         *,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"SeNet({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.num_feature = check_positive_int(where, "num_feature", num_feature)
         check_choice(where, "out_type", out_type, MERGE_TYPES)
         self.out_type, self.keep_list, self.on_gpu = out_type, bool(keep_list), bool(on_gpu)
+        self.cmp_dim = cmp_dim
         self.register_module("cmp_tower", None)
         if cmp_dim is not None:
             check_positive_int(where, "cmp_dim", cmp_dim)
             tower = MLP(
                 [cmp_dim, num_feature],
                 activations=["relu", "sigmoid"],
-                initializers=initializer,
-                kernel_regularizer=regularizer,
+                initializers=resolve(where, "initializer", _initializers.get, initializer),
+                kernel_regularizer=resolve(where, "regularizer", _regularizers.get, regularizer),
                 input_dim=num_feature,
                 name="cmp_tower",
+                **self.factory_kwargs,
             )
             self.add_sublayer("cmp_tower", tower)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_feature={self.num_feature}, cmp_dim={self.cmp_dim}, "
+            f"out_type={self.out_type!r}, name={self.name!r}"
+        )
 
     def excitation(self, squeezed: torch.Tensor) -> torch.Tensor:
         """(B, F) field means -> (B, F) field weights."""
         return squeezed if self.cmp_tower is None else self.cmp_tower(squeezed)
 
     def forward(self, embeds: torch.Tensor | Sequence[torch.Tensor]):
-        where = f"SeNet({self.name})"
+        """embeds (B, F, E) or F tensors (B, E_f) -> merged (module docstring)."""
+        where = self.where
         if isinstance(embeds, torch.Tensor):
             embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, None))
+            self.check_input_dtype("embeds", embeds)
             # sum / E rather than mean: the backward then broadcasts instead of
             # materialising a full-size gradient for the squeeze.
             weights = self.excitation(embeds.sum(dim=2) / embeds.shape[2])
             out = embeds * weights.unsqueeze(-1)
             return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
-        return self._forward_list(where, list(embeds))
+        return self._forward_list(where, embeds)
 
     def _forward_list(self, where: str, embeds: list[torch.Tensor]):
+        if not isinstance(embeds, (list, tuple)):
+            raise TypeError(
+                f"{where}: embeds must be a tensor (B, F, E) or a list of F tensors, "
+                f"got {type(embeds).__name__}"
+            )
         if len(embeds) != self.num_feature:
             raise ValueError(
                 f"{where}: embeds must be a list of num_feature={self.num_feature} tensors, "
@@ -354,6 +444,7 @@ class SeNet(Layer):
         batch = check_tensor(where, "embeds[0]", embeds[0]).shape[0]
         for i, e in enumerate(embeds):
             check_shape(where, f"embeds[{i}]", e, (batch, None))
+            self.check_input_dtype(f"embeds[{i}]", e)
         widths = [e.shape[1] for e in embeds]
         flat = torch.cat(embeds, dim=1)  # (B, sum E_f)
         field_of = torch.repeat_interleave(

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from . import activations as _activations
-from ._checks import check_positive_int, check_shape
-from ._fused import use_fused_path
+from ._checks import check_float, check_positive_int, check_shape, resolve
+from ._fused import fused_activation_name, use_fused_path
 from ._gru_scan import gru_scan
 from ._sequence import check_sequence, step_loop
-from .layer import Layer
+from .layer import Layer, attach_activation
 
 
 class KerasGRUCell(Layer):
@@ -43,6 +43,7 @@ class KerasGRUCell(Layer):
         kernel_regularizer: penalty on ``kernel`` (the only one DIEN sets).
         input_dim: D.
         name: Monolith scope, default ``'keras_gru_cell'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -57,25 +58,48 @@ class KerasGRUCell(Layer):
         *,
         input_dim: int,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"KerasGRUCell({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         self.units = check_positive_int(where, "units", units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
-        if _activations.name_of(_activations.get(recurrent_activation)) != "sigmoid":
+        gate = resolve(where, "recurrent_activation", _activations.get, recurrent_activation)
+        if _activations.name_of(gate) != "sigmoid" and fused_activation_name(gate) != "sigmoid":
             raise ValueError(
                 f"{where}: recurrent_activation must be sigmoid, got {recurrent_activation!r}"
             )
-        self.activation = _activations.get(activation or "linear", units=units)
-        self.add_weight("kernel", (input_dim, 3 * units), kernel_initializer, kernel_regularizer)
-        self.add_weight("recurrent_kernel", (units, 3 * units), recurrent_initializer)
-        self.add_weight("bias", (2, 3 * units), bias_initializer)
+        attach_activation(self, activation or "linear", units)
+        self.add_weight(
+            "kernel",
+            (input_dim, 3 * units),
+            kernel_initializer,
+            kernel_regularizer,
+            init_arg="kernel_initializer",
+            reg_arg="kernel_regularizer",
+        )
+        self.add_weight(
+            "recurrent_kernel",
+            (units, 3 * units),
+            recurrent_initializer,
+            init_arg="recurrent_initializer",
+        )
+        self.add_weight("bias", (2, 3 * units), bias_initializer, init_arg="bias_initializer")
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_dim}, {self.units}, "
+            f"fused_activation={fused_activation_name(self.activation) is not None}, "
+            f"name={self.name!r}"
+        )
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: x (B, D), state (B, U) -> (output, new_state), both (B, U)."""
-        where = f"KerasGRUCell({self.name})"
-        x = check_shape(where, "x", x, (None, self.input_dim))
+        where, dtype = self.where, self.kernel.dtype
+        x = check_float(where, "x", check_shape(where, "x", x, (None, self.input_dim)), dtype)
         check_shape(where, "state", state, (x.shape[0], self.units))
+        check_float(where, "state", state, dtype)
         gi = x @ self.kernel + self.bias[0]
         gh = state @ self.recurrent_kernel + self.bias[1]
         gi_z, gi_r, gi_h = gi.chunk(3, dim=1)
@@ -97,15 +121,17 @@ def gru_sequence(
     """Run ``cell`` over inputs (B, T, D) -> (outputs (B, T, U), final_state (B, U)).
 
     ``mask`` (B, T): True / >= 1 marks real steps; a padded step keeps the
-    state and outputs zeros. ``fast=False`` runs the plain step-by-step loop
-    (the reference the fast path is tested against).
+    state and outputs zeros, whatever the padded inputs hold. ``fast=False``
+    (or ``set_fused(False)``, or tracing) runs the plain step-by-step loop,
+    the reference the fast path is tested against.
     """
+    where = "gru_sequence"
     if not isinstance(cell, KerasGRUCell):
-        raise TypeError(f"gru_sequence: cell must be a KerasGRUCell, got {type(cell).__name__}")
+        raise TypeError(f"{where}: cell must be a KerasGRUCell, got {type(cell).__name__}")
     inputs, init_state, mask = check_sequence(
-        "gru_sequence", inputs, cell.input_dim, cell.units, init_state, mask
+        where, inputs, cell.input_dim, cell.units, init_state, mask, cell.kernel.dtype
     )
-    if fast and inputs.shape[1] > 0 and use_fused_path(cell.activation):
+    if fast and inputs.shape[1] > 0 and use_fused_path(cell.activation, where):
         return gru_scan(cell, inputs, init_state, mask)
     return step_loop(
         lambda t, state: cell(inputs[:, t], state)[1], inputs.shape[1], init_state, mask

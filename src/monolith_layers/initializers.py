@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from ._registry import Registry
 
@@ -34,24 +35,44 @@ def compute_fans(shape: Shape) -> tuple[float, float]:
 
 
 class Initializer:
-    """Base: ``init(shape, dtype) -> Tensor``; ``get_config()`` round-trips."""
+    """Base: ``fill_(tensor)`` draws in place; ``init(shape, dtype)`` returns a new tensor.
+
+    ``fill_`` works on any device and dtype and does nothing on the meta
+    device, so layers can be built there and materialised later with
+    ``to_empty()`` + ``reset_parameters()``. ``get_config()`` round-trips.
+    """
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
 
-    def _generator(self) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return torch.Generator().manual_seed(int(self.seed))
-
     def __call__(self, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
-        values = torch.empty(tuple(shape), dtype=torch.float64)
-        with torch.no_grad():
-            self.fill_(values)
-        return values.to(dtype or torch.get_default_dtype())
+        values = torch.empty(tuple(shape), dtype=dtype or torch.get_default_dtype())
+        self.fill_(values)
+        return values
 
-    def fill_(self, tensor: torch.Tensor) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def fill_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Overwrite ``tensor`` with a fresh draw; returns it."""
+        if tensor.is_meta:
+            return tensor
+        with torch.no_grad():
+            generator = None if self.seed is None else torch.Generator().manual_seed(int(self.seed))
+            # A seeded CPU generator cannot draw on another device, and the
+            # truncated normal's inverse CDF is not defined for float16 on CPU:
+            # draw those on a CPU scratch in float32 (or float64) and copy.
+            direct = tensor.dtype in (torch.float32, torch.float64) and (
+                generator is None or tensor.device.type == "cpu"
+            )
+            if direct:
+                self._draw_(tensor, generator)
+            else:
+                scratch_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+                scratch = torch.empty(tensor.shape, dtype=scratch_dtype)
+                self._draw_(scratch, generator)
+                tensor.copy_(scratch)
+        return tensor
+
+    def _draw_(self, tensor: torch.Tensor, generator: torch.Generator | None) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def get_config(self) -> dict[str, Any]:
         return {"seed": self.seed}
@@ -62,7 +83,7 @@ class Initializer:
 
 
 class Zeros(Initializer):
-    def fill_(self, tensor):
+    def _draw_(self, tensor, generator):
         tensor.zero_()
 
     def get_config(self):
@@ -70,7 +91,7 @@ class Zeros(Initializer):
 
 
 class Ones(Initializer):
-    def fill_(self, tensor):
+    def _draw_(self, tensor, generator):
         tensor.fill_(1.0)
 
     def get_config(self):
@@ -82,7 +103,7 @@ class Constant(Initializer):
         super().__init__()
         self.value = value
 
-    def fill_(self, tensor):
+    def _draw_(self, tensor, generator):
         tensor.copy_(torch.as_tensor(self.value, dtype=tensor.dtype).expand_as(tensor))
 
     def get_config(self):
@@ -94,8 +115,8 @@ class RandomNormal(Initializer):
         super().__init__(seed)
         self.mean, self.stddev = mean, stddev
 
-    def fill_(self, tensor):
-        tensor.normal_(self.mean, self.stddev, generator=self._generator())
+    def _draw_(self, tensor, generator):
+        nn.init.normal_(tensor, self.mean, self.stddev, generator=generator)
 
     def get_config(self):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
@@ -108,28 +129,27 @@ class RandomUniform(Initializer):
         super().__init__(seed)
         self.minval, self.maxval = minval, maxval
 
-    def fill_(self, tensor):
-        tensor.uniform_(self.minval, self.maxval, generator=self._generator())
+    def _draw_(self, tensor, generator):
+        nn.init.uniform_(tensor, self.minval, self.maxval, generator=generator)
 
     def get_config(self):
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
 
 
 def _truncated_normal_(tensor, mean, stddev, generator):
-    """Normal(mean, stddev) redrawn outside two standard deviations, as TF does."""
-    tensor.normal_(0.0, 1.0, generator=generator)
-    outside = tensor.abs() > 2.0
-    while bool(outside.any()):
-        redraw = torch.empty(int(outside.sum()), dtype=tensor.dtype)
-        redraw.normal_(0.0, 1.0, generator=generator)
-        tensor[outside] = redraw
-        outside = tensor.abs() > 2.0
-    tensor.mul_(stddev).add_(mean)
+    """Normal(mean, stddev) restricted to two standard deviations, as TF draws it.
+
+    TF redraws samples outside [-2, 2] standard deviations; torch's
+    ``trunc_normal_`` samples the same truncated distribution by inverse CDF.
+    """
+    nn.init.trunc_normal_(
+        tensor, mean, stddev, mean - 2.0 * stddev, mean + 2.0 * stddev, generator=generator
+    )
 
 
 class TruncatedNormal(RandomNormal):
-    def fill_(self, tensor):
-        _truncated_normal_(tensor, self.mean, self.stddev, self._generator())
+    def _draw_(self, tensor, generator):
+        _truncated_normal_(tensor, self.mean, self.stddev, generator)
 
 
 # std of a unit normal truncated to [-2, 2]: Keras divides by it so that the
@@ -151,11 +171,11 @@ class VarianceScaling(Initializer):
         seed: int | None = None,
     ) -> None:
         super().__init__(seed)
-        if scale <= 0:
-            raise ValueError(f"VarianceScaling: scale must be positive, got {scale!r}")
+        if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"VarianceScaling: scale must be a positive number, got {scale!r}")
         if mode not in self.MODES:
             raise ValueError(f"VarianceScaling: mode must be one of {self.MODES}, got {mode!r}")
-        distribution = distribution.lower()
+        distribution = str(distribution).lower()
         if distribution not in self.DISTRIBUTIONS:
             raise ValueError(
                 f"VarianceScaling: distribution must be one of {self.DISTRIBUTIONS}, "
@@ -168,16 +188,15 @@ class VarianceScaling(Initializer):
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
         return self.scale / max(1.0, fan[self.mode])
 
-    def fill_(self, tensor):
+    def _draw_(self, tensor, generator):
         variance = self.variance(tensor.shape)
-        generator = self._generator()
         if self.distribution == "truncated_normal":
             _truncated_normal_(tensor, 0.0, math.sqrt(variance) / _TRUNCATED_STD, generator)
         elif self.distribution in ("untruncated_normal", "normal"):
-            tensor.normal_(0.0, math.sqrt(variance), generator=generator)
+            nn.init.normal_(tensor, 0.0, math.sqrt(variance), generator=generator)
         else:
             limit = math.sqrt(3.0 * variance)
-            tensor.uniform_(-limit, limit, generator=generator)
+            nn.init.uniform_(tensor, -limit, limit, generator=generator)
 
     def get_config(self):
         return {
@@ -209,23 +228,45 @@ LecunNormal = _preset("LecunNormal", 1.0, "fan_in", "truncated_normal")
 
 
 class Orthogonal(Initializer):
+    """Keras's orthogonal: the tensor viewed as (prod(shape[:-1]), shape[-1])."""
+
     def __init__(self, gain: float = 1.0, seed: int | None = None) -> None:
         super().__init__(seed)
         self.gain = gain
 
-    def fill_(self, tensor):
-        rows = math.prod(tensor.shape[:-1]) if tensor.dim() > 1 else 1
-        cols = tensor.shape[-1]
-        flat = torch.empty(max(rows, cols), min(rows, cols), dtype=tensor.dtype)
-        flat.normal_(0.0, 1.0, generator=self._generator())
-        q, r = torch.linalg.qr(flat)
-        q = q * torch.sign(torch.diagonal(r))
-        if rows < cols:
-            q = q.t()
-        tensor.copy_(self.gain * q.reshape(tensor.shape))
+    def _draw_(self, tensor, generator):
+        if tensor.dim() < 2:
+            nn.init.orthogonal_(tensor.view(1, -1), self.gain, generator=generator)
+            return
+        # torch flattens trailing axes, Keras leading ones: view the tensor the Keras way.
+        nn.init.orthogonal_(tensor.view(-1, tensor.shape[-1]), self.gain, generator=generator)
 
     def get_config(self):
         return {"gain": self.gain, "seed": self.seed}
+
+
+class _FromCallable(Initializer):
+    """A user's ``f(shape, dtype) -> Tensor``, copied into the weight."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def fill_(self, tensor):
+        if tensor.is_meta:
+            return tensor
+        values = torch.as_tensor(self.fn(tuple(tensor.shape), tensor.dtype))
+        if tuple(values.shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"initializer {self.fn!r} returned shape {tuple(values.shape)}, "
+                f"expected {tuple(tensor.shape)}"
+            )
+        with torch.no_grad():
+            tensor.copy_(values)
+        return tensor
+
+    def get_config(self):
+        return {"fn": getattr(self.fn, "__name__", repr(self.fn))}
 
 
 _REGISTRY = Registry(
@@ -267,7 +308,7 @@ def get(identifier: InitializerLike, default: InitializerLike = None):
         cls, config = _REGISTRY.lookup(identifier)
         return cls(**config)
     if callable(identifier):
-        return identifier
+        return _FromCallable(identifier)
     raise TypeError(f"initializers.get: cannot interpret {identifier!r} as an initializer")
 
 
@@ -280,10 +321,4 @@ def initialize(
     initializer: InitializerLike, shape: Shape, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """Draw a fresh tensor of ``shape`` from ``initializer``."""
-    init = get(initializer)
-    values = init(tuple(shape), dtype)
-    if tuple(values.shape) != tuple(shape):
-        raise ValueError(
-            f"initializer {init!r} returned shape {tuple(values.shape)}, expected {tuple(shape)}"
-        )
-    return values
+    return get(initializer)(tuple(shape), dtype)

@@ -26,7 +26,9 @@ def _merge_single(
         if merge_type == "stack":
             return _wrap(tensor, keep_list)
         if merge_type == "concat":
-            return _wrap(tensor.reshape(tensor.shape[0], -1), keep_list)
+            # Sizes spelled out: reshape(B, -1) is ambiguous when B = 0.
+            flat = tensor.reshape(tensor.shape[0], tensor.shape[1] * tensor.shape[2])
+            return _wrap(flat, keep_list)
         return list(torch.unbind(tensor, dim=axis))
     if tensor.dim() == 2 and num_feature is not None and num_feature > 1:  # (B, F*E)
         if tensor.shape[1] % num_feature:
@@ -36,7 +38,8 @@ def _merge_single(
             )
         if merge_type == "concat":
             return _wrap(tensor, keep_list)
-        stacked = tensor.reshape(tensor.shape[0], num_feature, -1)
+        width = tensor.shape[1] // num_feature
+        stacked = tensor.reshape(tensor.shape[0], num_feature, width)
         if merge_type == "stack":
             return _wrap(stacked, keep_list)
         return list(torch.unbind(stacked, dim=axis))
@@ -68,6 +71,19 @@ def merge_tensor_list(
     if merge_type not in MERGE_TYPES:
         raise ValueError(
             f"{_WHERE}: merge_type must be one of {list(MERGE_TYPES)}, got {merge_type!r}"
+        )
+    if num_feature is not None and (
+        isinstance(num_feature, bool) or not isinstance(num_feature, int) or num_feature <= 0
+    ):
+        raise ValueError(
+            f"{_WHERE}: num_feature must be a positive int or None, got {num_feature!r}"
+        )
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{_WHERE}: axis must be an int, got {axis!r}")
+    if not isinstance(tensor_list, (torch.Tensor, list, tuple)):
+        raise TypeError(
+            f"{_WHERE}: tensor_list must be a tensor or a list of tensors, "
+            f"got {type(tensor_list).__name__}"
         )
     tensors = [tensor_list] if isinstance(tensor_list, torch.Tensor) else list(tensor_list)
     if not tensors:

@@ -7,7 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_dims_list, check_positive_int, check_tensor
+from . import initializers as _initializers
+from . import regularizers as _regularizers
+from ._checks import check_dims_list, check_float, check_positive_int, resolve
 from .activations import Activation
 from .batch_norm import BatchNorm
 from .dense import Dense
@@ -50,6 +52,7 @@ class MLP(Layer):
             batch renormalisation itself is not supported (``True`` raises).
         input_dim: width of the last axis of ``x``.
         name: Monolith scope, default ``'mlp'``.
+        device, dtype: where and in what precision the weights live.
     """
 
     def __init__(
@@ -70,9 +73,11 @@ class MLP(Layer):
         *,
         input_dim: int,
         name: str | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(name=name)
-        where = f"MLP({self.name})"
+        super().__init__(name=name, device=device, dtype=dtype)
+        where = self.where
         dims = check_dims_list(where, "output_dims", output_dims)
         check_positive_int(where, "input_dim", input_dim)
         if batch_normalization_renorm:
@@ -84,14 +89,34 @@ class MLP(Layer):
             acts = _per_layer(where, "activations", activations, n)
         else:
             acts = [activations] * (n - 1) + [None]
-        inits = _per_layer(where, "initializers", initializers, n)
+        init_arg = (
+            (lambda i: f"initializers[{i}]")
+            if isinstance(initializers, (list, tuple))
+            else (lambda i: "initializers")
+        )
+        inits = [
+            resolve(where, init_arg(i), _initializers.get, init)
+            for i, init in enumerate(_per_layer(where, "initializers", initializers, n))
+        ]
+        act_arg = (
+            (lambda i: f"activations[{i}]")
+            if isinstance(activations, (list, tuple))
+            else (lambda i: "activations")
+        )
+        kernel_regularizer = resolve(
+            where, "kernel_regularizer", _regularizers.get, kernel_regularizer
+        )
+        bias_regularizer = resolve(where, "bias_regularizer", _regularizers.get, bias_regularizer)
 
-        self.output_dims = dims
+        self.output_dims, self.input_dim = dims, input_dim
         # The order the layers run in, as Monolith's get_layer(i) indexes them.
         self._stack: list[str] = []
         bn = enable_batch_normalization
         if bn:
-            self._push("BatchNorm/in", BatchNorm(input_dim, batch_normalization_momentum))
+            self._push(
+                "BatchNorm/in",
+                BatchNorm(input_dim, batch_normalization_momentum, **self.factory_kwargs),
+            )
         width = input_dim
         for i, dim in enumerate(dims):
             dense = Dense(
@@ -104,12 +129,18 @@ class MLP(Layer):
                 kernel_norm_trainable=use_learnable_weight_norm,
                 input_dim=width,
                 name=f"dense_{i}",
+                **self.factory_kwargs,
             )
             self._push(f"dense_{i}", dense)
             if bn and i != n - 1:
                 scope = "BatchNorm/out" if i == 0 else f"BatchNorm/out_{i}"
-                self._push(scope, BatchNorm(dim, batch_normalization_momentum))
-            if attach_activation(self, acts[i], dim, attr=f"activation_{i}") is not None:
+                self._push(
+                    scope, BatchNorm(dim, batch_normalization_momentum, **self.factory_kwargs)
+                )
+            activation = attach_activation(
+                self, acts[i], dim, attr=f"activation_{i}", arg=act_arg(i)
+            )
+            if activation is not None:
                 self._stack.append(f"activation_{i}")
             width = dim
 
@@ -127,8 +158,12 @@ class MLP(Layer):
             )
         return getattr(self, self._stack[index])
 
+    def extra_repr(self) -> str:
+        return f"input_dim={self.input_dim}, output_dims={self.output_dims}, name={self.name!r}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(f"MLP({self.name})", "x", x)
+        """x (..., input_dim) -> (..., output_dims[-1])."""
+        check_float(self.where, "x", x, self.dense_0.kernel.dtype)
         return self.run_from(x, 0)
 
     def run_from(self, x: torch.Tensor, index: int) -> torch.Tensor:

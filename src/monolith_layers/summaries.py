@@ -17,6 +17,7 @@ only when summaries are switched on.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -52,17 +53,36 @@ class SummaryRecorder:
         self.writer.close()
 
 
+# layer id -> recorder. Kept outside the modules so that a layer with
+# summaries on can still be deep-copied, pickled or saved (a SummaryWriter
+# cannot); a copy starts with summaries off.
+_RECORDERS: dict[int, SummaryRecorder] = {}
+
+
+def recorder_of(layer: nn.Module) -> SummaryRecorder | None:
+    """The recorder switched on for ``layer``, if any."""
+    return _RECORDERS.get(id(layer))
+
+
+def _forget(layer_id: int) -> None:
+    _RECORDERS.pop(layer_id, None)
+
+
 def enable_summaries(
     model: nn.Module, log_dir: str | None = None, writer: Any = None
 ) -> SummaryRecorder:
     """Turn histogram summaries on for every layer in ``model``."""
     recorder = SummaryRecorder(writer=writer, log_dir=log_dir)
     for layer in iter_layers(model):
-        layer._summary = recorder
+        if id(layer) not in _RECORDERS:
+            weakref.finalize(layer, _forget, id(layer))
+        _RECORDERS[id(layer)] = recorder
+        layer._summaries_on = True
     return recorder
 
 
 def disable_summaries(model: nn.Module) -> None:
     """Turn them off again (the recorder's writer is left open for the caller)."""
     for layer in iter_layers(model):
-        layer._summary = None
+        _RECORDERS.pop(id(layer), None)
+        layer._summaries_on = False
