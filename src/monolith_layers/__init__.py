@@ -5,8 +5,8 @@ Every public name is importable from here, e.g.
 """
 
 from . import activations, initializers, plotting, regularizers
-from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from ._fused import fused, fused_enabled, set_fused
+from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
 from .feature_seq import DIEN, DIN, DMR_U2I

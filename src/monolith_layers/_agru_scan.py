@@ -48,6 +48,7 @@ The loop carries only ``g_h``; every factor that does not depend on it
 from __future__ import annotations
 
 import torch
+
 from ._fused import (
     activate_,
     derivative_from_output,

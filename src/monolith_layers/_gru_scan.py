@@ -32,6 +32,7 @@ on it is computed for all steps at once.
 from __future__ import annotations
 
 import torch
+
 from ._fused import (
     activate_,
     derivative_from_output,
