@@ -13,11 +13,14 @@ from .feature_seq import DIEN, DIN, DMR_U2I
 from .feature_trans import AutoInt, DimensionSelection, SeNet, iRazor
 from .gru import KerasGRUCell, gru_sequence
 from .interop import (
+    CheckpointError,
+    TFCheckpoint,
     from_monolith,
     load_monolith_checkpoint,
     load_monolith_weights,
     monolith_variables,
     read_tf_checkpoint,
+    write_tf_checkpoint,
 )
 from .layer import Layer, layer_losses, total_layer_loss
 from .merge import merge_tensor_list
@@ -29,6 +32,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGRUCell",
+    "CheckpointError",
+    "TFCheckpoint",
+    "write_tf_checkpoint",
     "dynamic_rnn_with_attention",
     "static_rnn_with_attention",
     "BatchNorm",

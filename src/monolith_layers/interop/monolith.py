@@ -136,45 +136,88 @@ def _resolve_names(
     return matched, unexpected
 
 
+def _numeric_array(where: str, name: str, value: Any) -> np.ndarray:
+    """``value`` as a real-valued numpy array, or a TypeError naming the variable."""
+    if value is None:
+        raise TypeError(f"{where}: {name!r} is None, expected an array")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()  # exact; numpy has no bfloat16
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged nested lists, ...
+        raise TypeError(f"{where}: {name!r} is not an array of numbers ({err})") from None
+    if array.dtype.kind not in "fiu":
+        what = {"c": "complex", "b": "boolean"}.get(
+            array.dtype.kind, f"non-numeric ({array.dtype})"
+        )
+        raise TypeError(f"{where}: {name!r} holds {what} values, expected real numbers")
+    return array
+
+
 def load_monolith_weights(
     module: nn.Module,
     weights: Mapping[str, Any],
     strict: bool = True,
     scope: str | None = None,
 ) -> dict[str, list[str]]:
-    """Copy ``{TF variable name: array}`` into ``module``.
+    """Copy ``{TF variable name: array}`` into ``module``, all or nothing.
 
     Names may be relative (``'dense_0/kernel'``) or full TF names with the
     outer scopes and ``':0'`` (``'mlp/dense_0/kernel:0'``). With ``scope``,
-    only names under that scope are considered.
+    only names under that scope are considered. Every name, shape and value
+    is checked before anything is copied: on any error the module is left
+    exactly as it was.
 
     Args:
         module: the layer to fill.
-        weights: name -> numpy array / tensor / nested list.
+        weights: name -> numpy array / tensor / nested list of real numbers.
         strict: raise one error listing every missing and unexpected name.
         scope: outer TF scope to restrict to, e.g. ``'model/din_1'``.
 
     Returns:
         ``{'missing': [...], 'unexpected': [...]}`` (both empty when strict).
+
+    Raises:
+        TypeError: ``weights`` is not a mapping of str to real-valued arrays
+            (None, strings, complex or boolean values).
+        ValueError: missing / unexpected names (strict), or shape mismatches
+            (all listed at once).
     """
+    where = f"load_monolith_weights({type(module).__name__})"
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"{where}: weights must be a mapping of TF names to arrays, got {type(weights).__name__}"
+        )
+    for name in weights:
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: weight names must be str, got {name!r}")
     variables = monolith_variables(module)
     matched, unexpected = _resolve_names(list(variables), list(weights), scope)
     missing = sorted(set(variables) - set(matched))
     if strict and (missing or unexpected):
         raise ValueError(
-            f"load_monolith_weights({type(module).__name__}): missing variables {missing}, "
-            f"unexpected names {sorted(unexpected)}"
+            f"{where}: missing variables {missing}, unexpected names {sorted(unexpected)}"
         )
+    staged: dict[str, torch.Tensor] = {}
+    mismatches = []
+    for target, given in matched.items():
+        array = _numeric_array(where, given, weights[given])
+        tensor = variables[target]
+        if tuple(array.shape) != tuple(tensor.shape):
+            mismatches.append(
+                f"variable {target!r} has shape {tuple(tensor.shape)}, "
+                f"the given {given!r} has shape {tuple(array.shape)}"
+            )
+            continue
+        staged[target] = torch.as_tensor(array).to(dtype=tensor.dtype, device=tensor.device)
+    if mismatches:
+        raise ValueError(f"{where}: " + "; ".join(mismatches))
     with torch.no_grad():
-        for target, given in matched.items():
-            tensor = variables[target]
-            value = torch.as_tensor(np.asarray(weights[given]))
-            if tuple(value.shape) != tuple(tensor.shape):
-                raise ValueError(
-                    f"load_monolith_weights: variable {target!r} has shape "
-                    f"{tuple(tensor.shape)}, the given {given!r} has shape {tuple(value.shape)}"
-                )
-            tensor.copy_(value.to(dtype=tensor.dtype, device=tensor.device))
+        for target, value in staged.items():
+            variables[target].copy_(value)
     return {"missing": missing, "unexpected": sorted(unexpected)}
 
 
