@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import initializers as _initializers
@@ -197,20 +198,22 @@ def select_dims_from_probs(
 
 
 def _check_feature_weight(where: str, value: Any, num_feature: int) -> list[float] | None:
+    """F finite per-feature costs as floats (numpy: valid under ``torch.device('meta')``)."""
     if value is None:
         return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().tolist()
     try:
-        costs = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
-    except (TypeError, ValueError, RuntimeError) as err:
+        costs = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
         raise TypeError(
             f"{where}: feature_weight must be {num_feature} numbers, got {value!r}"
         ) from err
-    if costs.numel() != num_feature:
+    if costs.size != num_feature:
         raise ValueError(
-            f"{where}: feature_weight must have num_feature={num_feature} entries, "
-            f"got {costs.numel()}"
+            f"{where}: feature_weight must have num_feature={num_feature} entries, got {costs.size}"
         )
-    if not bool(torch.isfinite(costs).all()):
+    if not np.isfinite(costs).all():
         raise ValueError(f"{where}: feature_weight must be finite, got {costs.tolist()}")
     return costs.tolist()
 

@@ -586,29 +586,38 @@ def _short_successor(key: bytes) -> bytes:
 def write_tf_checkpoint(prefix: str | os.PathLike, tensors: Mapping[str, np.ndarray]) -> Path:
     """Write ``{name: array}`` as a one-shard TF name-based checkpoint at ``prefix``.
 
-    The files have the layout TensorFlow's ``BundleWriter`` produces (one data
-    block, no compression, CRC32C everywhere), so TF's ``Saver`` and
-    :func:`read_tf_checkpoint` read them. Also writes the ``checkpoint``
+    The files are byte for byte what TensorFlow's ``BundleWriter`` writes for
+    the same tensors (tested on the parity checkpoints), so TF's ``Saver``
+    and :func:`read_tf_checkpoint` read them. Also writes the ``checkpoint``
     state file beside them. Returns the prefix.
     """
-    prefix = Path(prefix)
-    data, entries, offset = bytearray(), [], 0
+    records = []
     for name in sorted(tensors):
         array = np.asarray(tensors[name], order="C")  # ascontiguousarray would make 0-d 1-d
         dtype = _NUMPY_TO_TF.get(array.dtype.newbyteorder("="))
         if dtype is None:
             raise TypeError(f"write_tf_checkpoint: {name!r} has dtype {array.dtype}, not writable")
         raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        dims = b"".join(_field(2, 2, _field(1, 0, d) if d else b"") for d in array.shape)
+        records.append((name, dtype, array.shape, raw))
+    return _write_bundle(prefix, records)
+
+
+def _write_bundle(
+    prefix: str | os.PathLike, records: list[tuple[str, int, tuple[int, ...], bytes]]
+) -> Path:
+    """Write ``(name, TF dtype, shape, raw bytes)`` records, sorted by name, as a checkpoint."""
+    prefix = Path(prefix)
+    data, entries = bytearray(), []
+    for name, dtype, shape, raw in sorted(records):
+        dims = b"".join(_field(2, 2, _field(1, 0, d) if d else b"") for d in shape)
         proto = _field(1, 0, dtype) + _field(2, 2, dims)
-        if offset:
-            proto += _field(4, 0, offset)
+        if data:
+            proto += _field(4, 0, len(data))
         if raw:
             proto += _field(5, 0, len(raw))
         proto += _field(6, 5, _masked_crc32c(raw))
         entries.append((name.encode(), proto))
         data += raw
-        offset += len(raw)
     header = _field(1, 0, 1) + _field(3, 2, _field(1, 0, _BUNDLE_VERSION))
     table = bytearray()
 
