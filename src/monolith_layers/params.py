@@ -32,6 +32,8 @@ class Params:
         for name, param in inspect.signature(layer_cls.__init__).parameters.items():
             if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 continue
+            if name in ("device", "dtype"):  # placement, not configuration
+                continue
             values[name] = param.default
         return cls(layer_cls, values)
 
@@ -40,7 +42,12 @@ class Params:
         if name not in values:
             raise AttributeError(self._unknown(name))
         value = values[name]
-        return None if value is REQUIRED else value
+        if value is REQUIRED:
+            cls = object.__getattribute__(self, "cls")
+            raise AttributeError(
+                f"{cls.__name__}.params(): required parameter {name!r} is not set"
+            )
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in self._values:

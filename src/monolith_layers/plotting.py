@@ -22,11 +22,9 @@ def plot_dimension_selection(
     matplotlib Figure; with ``path`` it is also saved there.
     """
     try:
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        # The Figure API, not pyplot: drawing here neither needs nor switches
+        # the process-wide backend, and leaves no figure open in pyplot.
+        from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("plotting needs matplotlib: pip install 'monolith-layers[demo]'") from err
@@ -39,7 +37,8 @@ def plot_dimension_selection(
     space = layer.nas_space
     columns = ["drop"] + [f"[{space[k - 1]},{space[k]})" for k in range(1, len(space))]
 
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 0.9 + 0.35 * len(names)))
+    fig = Figure(figsize=(1.2 + 0.9 * len(columns), 0.9 + 0.35 * len(names)))
+    ax = fig.subplots()
     image = ax.imshow(probs, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
     for feature in selection.features:
         for region in feature.regions:
