@@ -1,5 +1,5 @@
-import warnings
 import json
+import warnings
 
 import pytest
 import torch

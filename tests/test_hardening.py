@@ -24,7 +24,6 @@ from monolith_layers import (
     BatchNorm,
     Dense,
     KerasGRUCell,
-    Layer,
     SeNet,
     dynamic_rnn_with_attention,
     gru_sequence,

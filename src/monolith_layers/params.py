@@ -44,9 +44,7 @@ class Params:
         value = values[name]
         if value is REQUIRED:
             cls = object.__getattribute__(self, "cls")
-            raise AttributeError(
-                f"{cls.__name__}.params(): required parameter {name!r} is not set"
-            )
+            raise AttributeError(f"{cls.__name__}.params(): required parameter {name!r} is not set")
         return value
 
     def __setattr__(self, name: str, value: Any) -> None:
