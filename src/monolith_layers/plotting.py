@@ -37,7 +37,7 @@ def plot_dimension_selection(
     space = layer.nas_space
     columns = ["drop"] + [f"[{space[k - 1]},{space[k]})" for k in range(1, len(space))]
 
-    fig = Figure(figsize=(1.2 + 0.9 * len(columns), 0.9 + 0.35 * len(names)))
+    fig = Figure(figsize=(3.0 + 0.9 * len(columns), 1.6 + 0.35 * len(names)), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(probs, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
     for feature in selection.features:
@@ -55,11 +55,13 @@ def plot_dimension_selection(
         range(len(names)), [f"{f.dims} dims" if f.kept else "dropped" for f in selection.features]
     )
     ax.set_title(
-        f"iRazor choice probabilities (threshold {threshold}); "
-        f"{selection.total_dims}/{len(names) * selection.embedding_size} dims kept"
+        f"iRazor choice probabilities (threshold {threshold})\n"
+        f"{selection.total_dims}/{len(names) * selection.embedding_size} embedding dims kept",
+        fontsize=10,
     )
-    fig.colorbar(image, ax=right, pad=0.15, fraction=0.05)
-    fig.tight_layout()
+    fig.colorbar(
+        image, ax=[ax, right], location="right", pad=0.04, fraction=0.05, label="probability"
+    )
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig

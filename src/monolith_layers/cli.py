@@ -1,0 +1,376 @@
+"""``monolith-layers demo | train | evaluate``: CTR models on behaviour data.
+
+The CLI only turns arguments into the plain configs of
+:mod:`monolith_layers.data`, :mod:`monolith_layers.models` and
+:mod:`monolith_layers.train`, which work the same from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEMO_MODELS = ("mean", "din", "dien", "dmr", "din+irazor")
+# The demo's settings: 2 epochs of the default synthetic data take ~4 minutes on 2 cores.
+DEMO_TRAIN = {"epochs": 2, "batch_size": 512, "lr": 3e-3}
+DEMO_DATA = {"max_len": 30}
+QUICK_TRAIN = {"epochs": 2, "batch_size": 512, "lr": 5e-3}
+QUICK_DATA = {"max_len": 20}
+QUICK_MODEL = {
+    "embed_dim": 8,
+    "hidden_units": [64, 32],
+    "attention_units": [32, 16],
+    "dmr_cmp_dim": 16,
+}
+QUICK_SYNTHETIC = {"num_users": 3000, "max_events": 40}
+
+DATA_HELP = (
+    "'synthetic' (default: generated, no files needed), 'ml-100k' (from the recbole "
+    "distribution: pip install --no-deps recbole), or a file / folder: RecBole atomic files "
+    "(<name>.inter [+ <name>.item]), MovieLens u.data / ratings.dat / ratings.csv, or Amazon "
+    "5-core reviews JSON [+ meta*.json]"
+)
+
+
+class UsageError(ValueError):
+    """Bad command-line input that is not a data or config error."""
+
+
+# ------------------------------------------------------------------ pieces
+def _load_log(spec: str, data_config, synthetic: dict[str, Any] | None, seed: int):
+    from .data import SyntheticConfig, generate, load_dataset
+
+    if spec == "synthetic":
+        values = {"seed": seed, **(synthetic or {})}
+        try:
+            config = SyntheticConfig(**values)
+        except TypeError as err:
+            raise UsageError(f"synthetic config: {err}") from None
+        return generate(config), config.to_dict()
+    return load_dataset(spec, data_config.click_threshold), None
+
+
+def _read_config_file(path: str | None) -> dict[str, Any]:
+    from .models import ConfigError
+
+    if path is None:
+        return {}
+    file = Path(path)
+    try:
+        values = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{file}: no such config file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{file}: not valid JSON ({err})") from None
+    sections = {"model", "data", "train", "synthetic", "dataset"}
+    if not isinstance(values, dict) or set(values) - sections:
+        extra = sorted(set(values) - sections) if isinstance(values, dict) else values
+        raise ConfigError(f"{file}: unknown keys {extra}; known sections are {sorted(sections)}")
+    return values
+
+
+def _data_config(values: dict[str, Any]):
+    from .data import DataConfig
+    from .models import ConfigError
+
+    try:
+        return DataConfig(**values)
+    except TypeError as err:
+        raise ConfigError(f"data config: {err}") from None
+
+
+def _model_config(name: str, log, data_config, values: dict[str, Any]):
+    from .models import ModelConfig
+
+    merged = {
+        **values,
+        "num_users": log.num_users,
+        "num_items": log.num_items,
+        "num_categories": max(1, log.num_categories),
+        "max_len": data_config.max_len,
+    }
+    if name:
+        encoder, _, transform = name.partition("+")
+        merged.update(encoder=encoder, transform=transform or None)
+    return ModelConfig.from_dict(merged)
+
+
+def _print_table(dataset: str, runs) -> None:
+    from .train.report import _table
+
+    print(f"\nResults on {dataset} (test split):\n")
+    print(_table(runs))
+
+
+def _train_one(
+    name, log, splits, data_config, model_values, train_config, out_dir, extra, resume=False
+):
+    from .models import CTRModel
+    from .train import Trainer, seed_everything
+    from .train.report import ModelRun
+
+    seed_everything(train_config.seed)
+    model = CTRModel(_model_config(name, log, data_config, model_values))
+    trainer = Trainer(model, train_config, out_dir, extra)
+    train, valid, test = splits
+    began = time.perf_counter()
+    fit = trainer.fit(train, valid, resume=resume)
+    result = trainer.evaluate(test)
+    print(
+        f"  {model.config.name:<12} test AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  "
+        f"({len(fit.history)} epochs, {time.perf_counter() - began:.1f} s)",
+        flush=True,
+    )
+    return ModelRun(model.config.name, model, fit, result)
+
+
+# ----------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    from .data import build_datasets
+    from .train import TrainConfig
+
+    data_config = _data_config({**(QUICK_DATA if args.quick else DEMO_DATA), "seed": args.seed})
+    train_values = {
+        **(QUICK_TRAIN if args.quick else DEMO_TRAIN),
+        "seed": args.seed,
+        "progress": not args.no_progress,
+    }
+    if args.epochs is not None:
+        train_values["epochs"] = args.epochs
+    train_config = TrainConfig(**train_values)
+    synthetic = QUICK_SYNTHETIC if args.quick else None
+    log, synthetic_config = _load_log(args.data, data_config, synthetic, args.seed)
+    splits = build_datasets(log, data_config)
+    out = Path(args.out)
+    print(log.summary())
+    print(f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}")
+    print(f"training {len(DEMO_MODELS)} models into {out}/ ...", flush=True)
+    model_values = QUICK_MODEL if args.quick else {}
+    extra = {"data": data_config.to_dict(), "dataset": args.data, "synthetic": synthetic_config}
+    runs = [
+        _train_one(
+            name,
+            log,
+            splits,
+            data_config,
+            model_values,
+            train_config,
+            out / "models" / name.replace("+", "_"),
+            extra,
+        )
+        for name in DEMO_MODELS
+    ]
+    _print_table(log.name, runs)
+    from .train.report import write_report
+
+    settings = {
+        "data": data_config.to_dict(),
+        "train": train_config.to_dict(),
+        "model": model_values,
+        "synthetic": synthetic_config,
+    }
+    write_report(out, log.name, runs, splits[2], settings)
+    print(f"\nreport: {out / 'report.md'} (metrics.json and plots beside it)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import build_datasets
+    from .train import TrainConfig
+    from .train.report import write_report
+
+    file_values = _read_config_file(args.config)
+    data_values = {**file_values.get("data", {})}
+    for flag, key in (("max_len", "max_len"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            data_values[key] = getattr(args, flag)
+    data_config = _data_config(data_values)
+    train_values = {**file_values.get("train", {}), "progress": not args.no_progress}
+    for flag in ("epochs", "batch_size", "lr", "seed"):
+        if getattr(args, flag) is not None:
+            train_values[flag] = getattr(args, flag)
+    train_config = TrainConfig.from_dict(train_values)
+    model_values = dict(file_values.get("model", {}))
+    if args.embed_dim is not None:
+        model_values["embed_dim"] = args.embed_dim
+    for key in ("num_users", "num_items", "num_categories", "max_len"):
+        model_values.pop(key, None)  # taken from the data
+    name = args.model or ""
+    if not name and "encoder" not in model_values:
+        name = "din"
+    spec = args.data or file_values.get("dataset", "synthetic")
+    log, synthetic_config = _load_log(
+        spec, data_config, file_values.get("synthetic"), train_config.seed
+    )
+    _model_config(
+        name, log, data_config, model_values
+    )  # every config error before any file is written
+    splits = build_datasets(log, data_config)
+    out = Path(args.out)
+    print(log.summary())
+    extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
+    run = _train_one(
+        name, log, splits, data_config, model_values, train_config, out, extra, resume=args.resume
+    )
+    settings = {
+        "data": data_config.to_dict(),
+        "train": train_config.to_dict(),
+        "model": run.model.config.to_dict(),
+    }
+    write_report(out, log.name, [run], splits[2], settings)
+    print(f"checkpoint: {out / 'model.safetensors'}; report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import build_datasets
+    from .train import CheckpointLoadError, TrainConfig, Trainer, load_model, read_checkpoint_config
+
+    _, saved = read_checkpoint_config(args.checkpoint)
+    model = load_model(args.checkpoint)
+    data_config = _data_config(saved.get("data", {}))
+    spec = args.data or saved.get("dataset", "synthetic")
+    log, _ = _load_log(spec, data_config, saved.get("synthetic"), data_config.seed)
+    config = model.config
+    if (
+        log.num_users > config.num_users
+        or log.num_items > config.num_items
+        or log.num_categories > config.num_categories
+    ):
+        raise CheckpointLoadError(
+            f"{spec}: {log.num_users} users / {log.num_items} items / {log.num_categories} categories "
+            f"do not fit the checkpoint's vocabulary ({config.num_users} / {config.num_items} / "
+            f"{config.num_categories}); evaluate on the data it was trained on"
+        )
+    splits = dict(zip(("train", "valid", "test"), build_datasets(log, data_config), strict=True))
+    trainer = Trainer(model, TrainConfig(eval_batch_size=2048, progress=not args.no_progress))
+    result = trainer.evaluate(splits[args.split])
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": spec,
+                "split": args.split,
+                "model": config.name,
+                **result,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+# ------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monolith-layers",
+        description="Train and evaluate CTR models built on Monolith's layers (DIN, DIEN, DMR, iRazor, ...).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,evaluate}")
+
+    demo = commands.add_parser(
+        "demo",
+        help="train mean / din / dien / dmr / din+irazor on the same data and write a report",
+        description="Train the same CTR model with the mean, DIN, DIEN and DMR behaviour encoders "
+        "and DIN + iRazor on one dataset; print a results table and write metrics.json, report.md "
+        "and plots into --out.",
+    )
+    demo.add_argument("--data", default="synthetic", metavar="NAME_OR_PATH", help=DATA_HELP)
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller data, model and fewer epochs: under a minute on 2 CPU cores",
+    )
+    demo.add_argument(
+        "--out",
+        default="monolith-demo",
+        metavar="DIR",
+        help="output folder (default: monolith-demo)",
+    )
+    demo.add_argument("--epochs", type=int, help="epochs per model (default: 2)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(run=cmd_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train one model; writes a checkpoint and a report",
+        description="Train one CTR model. Settings come from --config (JSON with 'model', 'data', "
+        "'train', 'synthetic' and 'dataset' sections) and then the flags. Writes model.safetensors "
+        "+ config.json (the best epoch), last.safetensors + trainer_state.pt (for --resume) and the "
+        "report into --out.",
+    )
+    train.add_argument("--config", metavar="FILE", help="JSON config file")
+    train.add_argument("--data", metavar="NAME_OR_PATH", help=DATA_HELP)
+    train.add_argument(
+        "--model",
+        metavar="NAME",
+        help="encoder[+transform]: mean, din, dien, dmr; +senet, +autoint, +irazor (default: din)",
+    )
+    train.add_argument(
+        "--epochs", type=int, help="at most this many epochs (early stopping on validation AUC)"
+    )
+    train.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
+    train.add_argument("--embed-dim", type=int, help="embedding width E (default: 16)")
+    train.add_argument("--max-len", type=int, help="history length cap T (default: 50)")
+    train.add_argument("--seed", type=int, help="random seed (default: 0)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate a saved model",
+        description="Evaluate a checkpoint (a train output folder or its model.safetensors) on a "
+        "split of the data it was trained on (default: the dataset recorded in its config.json).",
+    )
+    evaluate.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="train output folder or model.safetensors"
+    )
+    evaluate.add_argument("--data", metavar="NAME_OR_PATH", help=DATA_HELP)
+    evaluate.add_argument(
+        "--split", choices=("train", "valid", "test"), default="test", help="default: test"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data import DataError
+    from .interop import CheckpointError
+    from .models import ConfigError
+    from .train import CheckpointLoadError
+
+    return (DataError, ConfigError, CheckpointLoadError, CheckpointError, UsageError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = getattr(args, "out", None)
+    try:
+        return args.run(args)
+    except _user_errors() as err:
+        print(f"monolith-layers {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:
+        print(
+            f"monolith-layers {args.command}: error: {err} (pip install 'monolith-layers[demo]')",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        where = f"; the last complete checkpoint is in {out}" if out else ""
+        print(f"\nmonolith-layers {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""One training and evaluation loop for every CTR model.
+
+* Adam or AdamW on ``binary_cross_entropy_with_logits`` plus every layer
+  loss (:func:`monolith_layers.total_layer_loss`: regularisers, DIEN's
+  auxiliary loss, iRazor's feature-weight loss);
+* evaluation after every epoch: AUC and logloss from scikit-learn;
+* early stopping on validation AUC (``patience`` epochs without a gain);
+* checkpoints in ``out_dir`` (each written to a temporary file and renamed,
+  so an interrupted run always leaves the last complete one):
+  ``model.safetensors`` (best weights) + ``config.json`` (the model, data and
+  training configs) load with one call, :func:`load_model`;
+  ``last.safetensors`` + ``trainer_state.pt`` (optimiser, epoch, history,
+  random state) let ``fit(resume=True)`` continue where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..layer import total_layer_loss
+from ..models import ConfigError, CTRModel, ModelConfig
+
+OPTIMIZERS = ("adam", "adamw")
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+LAST_FILE, STATE_FILE = "last.safetensors", "trainer_state.pt"
+
+
+class CheckpointLoadError(ValueError):
+    """A saved model is missing, incomplete, or belongs to another configuration."""
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained (JSON-serialisable).
+
+    Args:
+        epochs: at most this many passes over the training set.
+        batch_size: training batch size; ``eval_batch_size`` for evaluation.
+        lr, weight_decay: the optimiser's; ``optimizer`` is ``'adam'`` or ``'adamw'``.
+        patience: stop after this many epochs without a better validation AUC.
+        seed: weights, shuffling and negatives.
+        threads: torch CPU threads (default: torch's choice).
+        progress: tqdm progress bars.
+    """
+
+    epochs: int = 5
+    batch_size: int = 256
+    eval_batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    patience: int = 2
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TrainConfig: {name} must be a positive int, got {value!r}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"TrainConfig: lr must be a positive number, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"TrainConfig: optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"TrainConfig: unknown keys {unknown}; known keys are {sorted(known)}"
+            )
+        return cls(**values)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    valid_auc: float
+    valid_logloss: float
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` did: per-epoch records and the best epoch."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_auc: float = float("-inf")
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def _metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    probs = np.clip(scores, 1e-7, 1 - 1e-7)
+    return {
+        "auc": float(roc_auc_score(labels, scores)),
+        "logloss": float(log_loss(labels, probs, labels=[0, 1])),
+    }
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file and rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def save_model(
+    model: CTRModel,
+    directory: str | Path,
+    extra: dict[str, Any] | None = None,
+    file: str = WEIGHTS_FILE,
+) -> Path:
+    """``directory/model.safetensors`` + ``directory/config.json``; returns the weights path."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    config = {"model": model.config.to_dict(), **(extra or {})}
+    _atomic(
+        directory / file,
+        lambda tmp: save_file(weights, tmp, metadata={"format": "monolith-layers"}),
+    )
+    _atomic(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    return directory / file
+
+
+def read_checkpoint_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(weights file, config dict)`` for a train output folder or its weights file."""
+    path = Path(path)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    config_file = weights.with_name(CONFIG_FILE)
+    if not weights.is_file():
+        raise CheckpointLoadError(
+            f"{weights}: no saved model (expected a train output folder or a .safetensors file)"
+        )
+    if not config_file.is_file():
+        raise CheckpointLoadError(
+            f"{config_file}: missing; it holds the model config the weights belong to"
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointLoadError(f"{config_file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointLoadError(f"{config_file}: has no 'model' section")
+    return weights, config
+
+
+def load_model(path: str | Path) -> CTRModel:
+    """Rebuild a saved model in one call: a train output folder or its ``model.safetensors``.
+
+    The weights must match the saved config exactly (every tensor's name and
+    shape); anything else raises :class:`CheckpointLoadError`.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config = read_checkpoint_config(path)
+    try:
+        model = CTRModel(ModelConfig.from_dict(config["model"]))
+    except (ConfigError, TypeError) as err:
+        raise CheckpointLoadError(f"{weights.with_name(CONFIG_FILE)}: {err}") from None
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointLoadError(f"{weights}: not a readable safetensors file ({err})") from None
+    _load_state(model, state, weights)
+    return model
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: saved {tuple(state[k].shape)}, model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        raise CheckpointLoadError(
+            f"{where}: the weights belong to another model config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shapes {wrong[:5]})"
+        )
+    model.load_state_dict(state)
+
+
+class Trainer:
+    """Trains one :class:`CTRModel`; see the module docstring.
+
+    Args:
+        model: the model.
+        config: a :class:`TrainConfig`.
+        out_dir: where checkpoints go (None: keep nothing on disk).
+        extra_config: more JSON saved in ``config.json`` (the data config...).
+    """
+
+    def __init__(
+        self,
+        model: CTRModel,
+        config: TrainConfig | None = None,
+        out_dir: str | Path | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config or TrainConfig()
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.extra_config = {"train": self.config.to_dict(), **(extra_config or {})}
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        opt = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(
+            model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, click probabilities)`` over a dataset, in its order."""
+        was_training = self.model.training
+        self.model.eval()
+        labels, scores = [], []
+        loader = dataset.loader(self.config.eval_batch_size, shuffle=False)
+        for batch in _progress(loader, self.config.progress, desc="eval"):
+            scores.append(torch.sigmoid(self.model(batch)).numpy())
+            labels.append(batch["label"].numpy())
+        self.model.train(was_training)
+        return np.concatenate(labels), np.concatenate(scores)
+
+    def evaluate(self, dataset) -> dict[str, float]:
+        """``{'auc', 'logloss', 'samples'}`` on a dataset."""
+        labels, scores = self.predict(dataset)
+        return {**_metrics(labels, scores), "samples": int(len(labels))}
+
+    # -------------------------------------------------------------- training
+    def _train_epoch(self, train, epoch: int) -> float:
+        self.model.train()
+        train.with_negative_history = self.model.needs_negative_history
+        loader = train.loader(
+            self.config.batch_size, shuffle=True, seed=self.config.seed * 1000 + epoch
+        )
+        total, count = 0.0, 0
+        bar = _progress(loader, self.config.progress, desc=f"epoch {epoch}")
+        for batch in bar:
+            logits = self.model(batch)
+            loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+            objective = loss + total_layer_loss(self.model)
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            self.optimizer.step()
+            total += loss.item() * len(logits)
+            count += len(logits)
+            if self.config.progress and count % (self.config.batch_size * 20) == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def fit(
+        self,
+        train,
+        valid,
+        resume: bool = False,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> FitResult:
+        """Train with early stopping on ``valid``; returns the :class:`FitResult`.
+
+        The best weights (by validation AUC) are in the model afterwards and,
+        with ``out_dir``, in ``model.safetensors``.
+        """
+        result = FitResult()
+        start_epoch = 1
+        if resume:
+            result, start_epoch = self._resume()
+        else:
+            seed_everything(self.config.seed)
+        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        bad_epochs = 0 if not result.history else result.history[-1].epoch - result.best_epoch
+        for epoch in range(start_epoch, self.config.epochs + 1):
+            if bad_epochs >= self.config.patience:
+                result.stopped_early = True
+                break
+            began = time.perf_counter()
+            train_loss = self._train_epoch(train, epoch)
+            seconds = time.perf_counter() - began
+            metrics = self.evaluate(valid)
+            record = EpochRecord(epoch, train_loss, metrics["auc"], metrics["logloss"], seconds)
+            result.history.append(record)
+            result.train_seconds += seconds
+            if metrics["auc"] > result.best_auc:
+                result.best_auc, result.best_epoch, bad_epochs = metrics["auc"], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if self.out_dir is not None:
+                    save_model(self.model, self.out_dir, self.extra_config)
+            else:
+                bad_epochs += 1
+            if self.out_dir is not None:
+                self._save_state(result)
+            if on_epoch is not None:
+                on_epoch(record)
+        if (
+            result.history
+            and len(result.history) < self.config.epochs
+            and bad_epochs >= self.config.patience
+        ):
+            result.stopped_early = True
+        if result.best_epoch:
+            self.model.load_state_dict(best_state if not resume else self._best_weights(best_state))
+        return result
+
+    def _best_weights(self, fallback):
+        """After a resume, the best weights may be from before it: read them back."""
+        if self.out_dir is not None and (self.out_dir / WEIGHTS_FILE).exists():
+            from safetensors.torch import load_file
+
+            return load_file(str(self.out_dir / WEIGHTS_FILE))
+        return fallback
+
+    def _save_state(self, result: FitResult) -> None:
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        _atomic(self.out_dir / LAST_FILE, lambda tmp: save_file(weights, tmp))
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "history": [asdict(r) for r in result.history],
+            "best_epoch": result.best_epoch,
+            "best_auc": result.best_auc,
+            "train_seconds": result.train_seconds,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "model_config": self.model.config.to_dict(),
+        }
+        _atomic(self.out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+    def _resume(self) -> tuple[FitResult, int]:
+        from safetensors.torch import load_file
+
+        if self.out_dir is None or not (self.out_dir / STATE_FILE).exists():
+            raise CheckpointLoadError(f"{self.out_dir}: nothing to resume (no {STATE_FILE})")
+        state = torch.load(self.out_dir / STATE_FILE, weights_only=False)
+        if state["model_config"] != self.model.config.to_dict():
+            raise CheckpointLoadError(f"{self.out_dir}: the saved run has another model config")
+        _load_state(self.model, load_file(str(self.out_dir / LAST_FILE)), self.out_dir / LAST_FILE)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        result = FitResult(
+            history=[EpochRecord(**r) for r in state["history"]],
+            best_epoch=state["best_epoch"],
+            best_auc=state["best_auc"],
+            train_seconds=state["train_seconds"],
+        )
+        return result, (result.history[-1].epoch + 1 if result.history else 1)
