@@ -99,6 +99,15 @@ def _model_config(name: str, log, data_config, values: dict[str, Any]):
     return ModelConfig.from_dict(merged)
 
 
+def _checked_splits(log, data_config):
+    from .data import build_datasets
+
+    splits = build_datasets(log, data_config)
+    for part in splits[1:]:
+        part.check_evaluable()
+    return splits
+
+
 def _print_table(dataset: str, runs) -> None:
     from .train.report import _table
 
@@ -130,7 +139,6 @@ def _train_one(
 
 # ----------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from .data import build_datasets
     from .train import TrainConfig
 
     data_config = _data_config({**(QUICK_DATA if args.quick else DEMO_DATA), "seed": args.seed})
@@ -144,7 +152,7 @@ def cmd_demo(args) -> int:
     train_config = TrainConfig(**train_values)
     synthetic = QUICK_SYNTHETIC if args.quick else None
     log, synthetic_config = _load_log(args.data, data_config, synthetic, args.seed)
-    splits = build_datasets(log, data_config)
+    splits = _checked_splits(log, data_config)
     out = Path(args.out)
     print(log.summary())
     print(f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}")

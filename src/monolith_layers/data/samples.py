@@ -205,6 +205,14 @@ class CTRDataset(Dataset):
             generator=generator,
         )
 
+    def check_evaluable(self) -> None:
+        """AUC needs clicks and non-clicks: raise :class:`DataError` when one is absent."""
+        if len(self.label) == 0 or self.label.min() == self.label.max():
+            only = "no samples" if len(self.label) == 0 else f"every label is {int(self.label[0])}"
+            raise DataError(
+                f"{self.name}: {only}; AUC needs both clicks and non-clicks (check click_threshold)"
+            )
+
     def positives(self) -> float:
         return float(self.label.mean()) if len(self.label) else 0.0
 
@@ -259,10 +267,4 @@ def build_datasets(
                 seed=config.seed + part,
             )
         )
-    for dataset in datasets[1:]:
-        if dataset.label.min() == dataset.label.max():
-            raise DataError(
-                f"{dataset.name}: every label is {int(dataset.label[0])}; AUC needs both clicks "
-                "and non-clicks (check click_threshold)"
-            )
     return datasets[0], datasets[1], datasets[2]

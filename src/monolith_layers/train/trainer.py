@@ -269,6 +269,7 @@ class Trainer:
 
     def evaluate(self, dataset) -> dict[str, float]:
         """``{'auc', 'logloss', 'samples'}`` on a dataset."""
+        dataset.check_evaluable()
         labels, scores = self.predict(dataset)
         return {**_metrics(labels, scores), "samples": int(len(labels))}
 
