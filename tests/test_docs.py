@@ -14,3 +14,15 @@ def test_readme_example_runs():
     exec(compile(code, "README example", "exec"), namespace)
     assert namespace["logits"].shape == (32, 1)
     assert namespace["loss"].requires_grad
+
+
+def test_readme_python_ctr_example_runs(tmp_path, monkeypatch):
+    text = README.read_text()
+    section = text.split("## CTR models from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README CTR example", "exec"), namespace)
+    assert 0.0 <= namespace["metrics"]["auc"] <= 1.0
+    assert namespace["model"].config.name == "dien+senet"
+    assert (tmp_path / "runs" / "dien" / "model.safetensors").exists()

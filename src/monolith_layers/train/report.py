@@ -121,7 +121,9 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
     shown = max(1, int(mask.sum(1).max()))
     fig = _figure(2 + 0.28 * shown, 1.2 + 0.45 * len(rows))
     ax = fig.subplots()
-    image = ax.imshow(weights[:, :shown], aspect="auto", cmap="viridis")
+    # DIN's weights are not normalised and may be negative: a diverging scale around 0.
+    limit = float(np.nanmax(np.abs(weights[:, :shown]))) or 1.0
+    image = ax.imshow(weights[:, :shown], aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
     match = (batch["history_category"].numpy() == batch["category"].numpy()[:, None]) & mask
     ys, xs = np.nonzero(match[:, :shown])
     ax.scatter(
@@ -130,7 +132,7 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
         marker="o",
         s=30,
         facecolors="none",
-        edgecolors="red",
+        edgecolors="black",
         label="same category as the candidate",
     )
     ax.set_yticks(
