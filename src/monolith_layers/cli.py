@@ -45,17 +45,13 @@ def _load_log(spec: str, data_config, synthetic: dict[str, Any] | None, seed: in
     from .data import SyntheticConfig, generate, load_dataset
 
     if spec == "synthetic":
-        values = {"seed": seed, **(synthetic or {})}
-        try:
-            config = SyntheticConfig(**values)
-        except TypeError as err:
-            raise UsageError(f"synthetic config: {err}") from None
+        config = SyntheticConfig.from_dict({"seed": seed, **(synthetic or {})})
         return generate(config), config.to_dict()
     return load_dataset(spec, data_config.click_threshold), None
 
 
 def _read_config_file(path: str | None) -> dict[str, Any]:
-    from .models import ConfigError
+    from .config import ConfigError
 
     if path is None:
         return {}
@@ -75,12 +71,8 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
 
 def _data_config(values: dict[str, Any]):
     from .data import DataConfig
-    from .models import ConfigError
 
-    try:
-        return DataConfig(**values)
-    except TypeError as err:
-        raise ConfigError(f"data config: {err}") from None
+    return DataConfig.from_dict(values)
 
 
 def _model_config(name: str, log, data_config, values: dict[str, Any]):
@@ -351,9 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
     from .data import DataError
     from .interop import CheckpointError
-    from .models import ConfigError
     from .train import CheckpointLoadError
 
     return (DataError, ConfigError, CheckpointLoadError, CheckpointError, UsageError)

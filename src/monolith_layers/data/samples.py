@@ -21,19 +21,20 @@ sampled negative item for every history position (``with_negative_history``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import JsonConfig
 from .interactions import DataError, Interactions
 
 SPLITS = ("leave_last_out", "time")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(JsonConfig):
     """How samples are built from an interaction log (JSON-serialisable).
 
     Args:
@@ -70,9 +71,6 @@ class DataConfig:
             or self.negatives < 0
         ):
             raise DataError(f"DataConfig: negatives must be an int >= 0, got {self.negatives!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

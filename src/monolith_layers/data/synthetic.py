@@ -19,15 +19,16 @@ have many lengths and padding. Timestamps interleave users on one clock.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import JsonConfig
 from .interactions import Interactions, from_columns
 
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(JsonConfig):
     """Knobs of the generator (JSON-serialisable); the defaults are the demo's."""
 
     num_users: int = 8000
@@ -44,9 +45,6 @@ class SyntheticConfig:
     former: float = 1.0
     item_bias_std: float = 0.5
     seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def generate(config: SyntheticConfig | None = None) -> Interactions:

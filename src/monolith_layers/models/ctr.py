@@ -21,12 +21,13 @@ any regulariser do the same.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import ConfigError, JsonConfig
 from ..feature_seq import DIEN, DIN, DMR_U2I
 from ..feature_trans import AutoInt, SeNet, iRazor
 from ..mlp import MLP
@@ -36,12 +37,8 @@ TRANSFORMS = (None, "senet", "autoint", "irazor")
 NUM_FIELDS = 5  # user, item, category, interest (item half), interest (category half)
 
 
-class ConfigError(ValueError):
-    """A model / training configuration names an unknown key or an invalid value."""
-
-
 @dataclass
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Everything that defines a :class:`CTRModel` (JSON-serialisable).
 
     Args:
@@ -96,19 +93,6 @@ class ModelConfig:
     def name(self) -> str:
         """``'din'``, ``'din+irazor'``: the encoder and the transform."""
         return self.encoder + (f"+{self.transform}" if self.transform else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"ModelConfig: unknown keys {unknown}; known keys are {sorted(known)}"
-            )
-        return cls(**values)
 
     @classmethod
     def from_name(cls, name: str, **values: Any) -> ModelConfig:

@@ -21,7 +21,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import ConfigError, JsonConfig
 from ..layer import total_layer_loss
-from ..models import ConfigError, CTRModel, ModelConfig
+from ..models import CTRModel, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw")
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -42,7 +43,7 @@ class CheckpointLoadError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """How a model is trained (JSON-serialisable).
 
     Args:
@@ -77,19 +78,6 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig: optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"TrainConfig: unknown keys {unknown}; known keys are {sorted(known)}"
-            )
-        return cls(**values)
 
 
 @dataclass
