@@ -121,3 +121,24 @@ def test_help_documents_every_command_and_module_entry_point():
         [sys.executable, "-m", "monolith_layers", "--help"], capture_output=True, text=True
     )
     assert "demo" in out.stdout and "evaluate" in out.stdout
+
+
+def test_ctrl_c_leaves_the_last_complete_checkpoint_loadable(tmp_path, capsys, monkeypatch):
+    from monolith_layers.train import Trainer, load_model
+
+    real = Trainer._train_epoch
+
+    def interrupted_in_epoch_two(self, train, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, train, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted_in_epoch_two)
+    data = _recbole_dir(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--epochs", "3", "--max-len", "6", "--embed-dim", "4"]
+    assert main(args + ["--out", str(out), "--no-progress"]) == 130
+    assert f"interrupted; the last complete checkpoint is in {out}" in capsys.readouterr().err
+    model = load_model(out)  # epoch 1's weights, complete
+    assert model.config.encoder == "din"
+    assert not list(out.glob(".*.tmp"))

@@ -230,7 +230,10 @@ class PReLU(Activation):
         self._alpha_init.fill_(self.alpha)
 
     def forward(self, x):
-        return torch.relu(x) - self.alpha * torch.relu(-x)
+        # Keras computes relu(x) - alpha * relu(-x); torch's prelu is the same
+        # function in one kernel (and one for its backward), per channel of a
+        # 2-D input, so the last axis becomes that channel axis.
+        return F.prelu(x.reshape(-1, self.units), self.alpha).view(x.shape)
 
     def get_config(self):
         config: dict[str, Any] = {"units": self.units}

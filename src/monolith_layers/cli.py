@@ -108,7 +108,16 @@ def _print_table(dataset: str, runs) -> None:
 
 
 def _train_one(
-    name, log, splits, data_config, model_values, train_config, out_dir, extra, resume=False
+    name,
+    log,
+    splits,
+    data_config,
+    model_values,
+    train_config,
+    out_dir,
+    extra,
+    resume=False,
+    say=print,
 ):
     from .models import CTRModel
     from .train import Trainer, seed_everything
@@ -121,7 +130,7 @@ def _train_one(
     began = time.perf_counter()
     fit = trainer.fit(train, valid, resume=resume)
     result = trainer.evaluate(test)
-    print(
+    say(
         f"  {model.config.name:<12} test AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  "
         f"({len(fit.history)} epochs, {time.perf_counter() - began:.1f} s)",
         flush=True,
@@ -179,9 +188,24 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .data import build_datasets
+    """Train one model; under torchrun, data parallel over the launched processes."""
+    from .train import init_distributed
+
+    rank, world = init_distributed()
+    try:
+        return _train(args, rank, world)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args, rank: int, world: int) -> int:
     from .train import TrainConfig
     from .train.report import write_report
+
+    say = print if rank == 0 else (lambda *a, **k: None)
 
     file_values = _read_config_file(args.config)
     data_values = {**file_values.get("data", {})}
@@ -206,23 +230,24 @@ def cmd_train(args) -> int:
     log, synthetic_config = _load_log(
         spec, data_config, file_values.get("synthetic"), train_config.seed
     )
-    _model_config(
-        name, log, data_config, model_values
-    )  # every config error before any file is written
-    splits = build_datasets(log, data_config)
+    # Every config and data error before any file is written.
+    _model_config(name, log, data_config, model_values)
+    splits = _checked_splits(log, data_config)
     out = Path(args.out)
-    print(log.summary())
+    say(log.summary() + (f"; data parallel over {world} processes" if world > 1 else ""))
     extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
     run = _train_one(
-        name, log, splits, data_config, model_values, train_config, out, extra, resume=args.resume
+        name, log, splits, data_config, model_values, train_config, out, extra, args.resume, say
     )
-    settings = {
-        "data": data_config.to_dict(),
-        "train": train_config.to_dict(),
-        "model": run.model.config.to_dict(),
-    }
-    write_report(out, log.name, [run], splits[2], settings)
-    print(f"checkpoint: {out / 'model.safetensors'}; report: {out / 'report.md'}")
+    if rank == 0:
+        settings = {
+            "data": data_config.to_dict(),
+            "train": train_config.to_dict(),
+            "model": run.model.config.to_dict(),
+            "world_size": world,
+        }
+        write_report(out, log.name, [run], splits[2], settings)
+    say(f"checkpoint: {out / 'model.safetensors'}; report: {out / 'report.md'}")
     return 0
 
 
@@ -264,13 +289,33 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import SUFFIXES, export_model
+    from .train import load_model
+
+    model = load_model(args.checkpoint)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(f"{model.config.name.replace('+', '_')}{SUFFIXES[args.format]}")
+    )
+    path = export_model(model, args.format, out, args.max_len)
+    print(
+        f"{path}: {args.format} of {model.config.name}, dynamic batch, T = "
+        f"{args.max_len or model.config.max_len}; checked against the eager model"
+    )
+    return 0
+
+
 # ------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monolith-layers",
         description="Train and evaluate CTR models built on Monolith's layers (DIN, DIEN, DMR, iRazor, ...).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,evaluate}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{demo,train,evaluate,export}"
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -339,16 +384,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="write a serving artefact (ONNX, torch.export, TorchScript) of a saved model",
+        description="Export a checkpoint for serving with a dynamic batch dimension. Inputs: user, "
+        "item, category (B,), history, history_category (B, T) int64 and mask (B, T) bool; output: "
+        "the click probability (B,). The artefact is loaded back and checked against the eager "
+        "model before the command succeeds.",
+    )
+    export.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="train output folder or model.safetensors"
+    )
+    export.add_argument(
+        "--format", required=True, choices=("onnx", "exported-program", "torchscript")
+    )
+    export.add_argument(
+        "--max-len", type=int, help="history length T of the served inputs (default: the model's)"
+    )
+    export.add_argument(
+        "--out", metavar="FILE", help="output file (default: <model>.onnx / .pt2 / .pt)"
+    )
+    export.set_defaults(run=cmd_export)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data import DataError
+    from .export import ExportError
     from .interop import CheckpointError
-    from .train import CheckpointLoadError
+    from .train import CheckpointLoadError, DistributedError
 
-    return (DataError, ConfigError, CheckpointLoadError, CheckpointError, UsageError)
+    return (
+        DataError,
+        ConfigError,
+        CheckpointLoadError,
+        CheckpointError,
+        UsageError,
+        DistributedError,
+        ExportError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

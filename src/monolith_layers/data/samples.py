@@ -192,8 +192,13 @@ class CTRDataset(Dataset):
             batch["negative_history_category"] = torch.from_numpy(self.item_category[negatives])
         return batch
 
-    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-        """A DataLoader of whole batches (built vectorised by ``__getitems__``)."""
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0, sampler=None) -> DataLoader:
+        """A DataLoader of whole batches (built vectorised by ``__getitems__``).
+
+        ``sampler`` (e.g. a ``DistributedSampler``) replaces ``shuffle``.
+        """
+        if sampler is not None:
+            return DataLoader(self, batch_size=batch_size, sampler=sampler, collate_fn=_whole_batch)
         generator = torch.Generator().manual_seed(seed)
         return DataLoader(
             self,
@@ -202,6 +207,22 @@ class CTRDataset(Dataset):
             collate_fn=_whole_batch,
             generator=generator,
         )
+
+    def subset(self, rows: np.ndarray) -> CTRDataset:
+        """The samples ``rows`` of this split (same histories), e.g. one rank's share."""
+        part = CTRDataset(
+            self.name,
+            self.user[rows],
+            self.item[rows],
+            self.label[rows],
+            self.history_end[rows],
+            self.history_len[rows],
+            self.clicked_items,
+            self.item_category,
+            self.max_len,
+        )
+        part.with_negative_history = self.with_negative_history
+        return part
 
     def check_evaluable(self) -> None:
         """AUC needs clicks and non-clicks: raise :class:`DataError` when one is absent."""

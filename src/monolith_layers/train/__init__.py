@@ -2,10 +2,12 @@
 
 from .trainer import (
     CheckpointLoadError,
+    DistributedError,
     EpochRecord,
     FitResult,
     TrainConfig,
     Trainer,
+    init_distributed,
     load_model,
     read_checkpoint_config,
     save_model,
@@ -14,10 +16,12 @@ from .trainer import (
 
 __all__ = [
     "CheckpointLoadError",
+    "DistributedError",
     "EpochRecord",
     "FitResult",
     "TrainConfig",
     "Trainer",
+    "init_distributed",
     "load_model",
     "read_checkpoint_config",
     "save_model",

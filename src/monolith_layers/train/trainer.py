@@ -11,6 +11,13 @@
   training configs) load with one call, :func:`load_model`;
   ``last.safetensors`` + ``trainer_state.pt`` (optimiser, epoch, history,
   random state) let ``fit(resume=True)`` continue where a run stopped.
+
+Data parallel: when ``torch.distributed`` is initialised (``torchrun``, see
+:func:`init_distributed`), the model is wrapped in
+``DistributedDataParallel``, each rank trains on its share of every epoch
+(``DistributedSampler``), evaluation gives every sample to exactly one rank
+and gathers the scores, so metrics are those of the whole split on every
+rank, and only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -98,6 +105,45 @@ class FitResult:
     best_auc: float = float("-inf")
     train_seconds: float = 0.0
     stopped_early: bool = False
+
+
+class DistributedError(RuntimeError):
+    """torchrun's environment is incomplete or the process group cannot start."""
+
+
+def init_distributed() -> tuple[int, int]:
+    """Start the process group when launched by ``torchrun``; returns ``(rank, world size)``.
+
+    Without torchrun's variables this is a no-op returning ``(0, 1)``. gloo on
+    CPU, nccl when CUDA is available.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise DistributedError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: launch with "
+            "torchrun (e.g. torchrun --nproc_per_node=2 -m monolith_layers train ...), which "
+            "provides the rendezvous"
+        )
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    try:
+        dist.init_process_group(backend)
+    except (RuntimeError, ValueError) as err:
+        raise DistributedError(f"cannot start the {backend} process group: {err}") from None
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def seed_everything(seed: int) -> None:
@@ -232,7 +278,13 @@ class Trainer:
     ) -> None:
         self.model = model
         self.config = config or TrainConfig()
-        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.rank, self.world_size = _world()
+        self.network = model
+        if self.world_size > 1:
+            self.network = torch.nn.parallel.DistributedDataParallel(model)
+        # Only rank 0 writes: the others train and evaluate alongside it.
+        self.out_dir = None if out_dir is None or self.rank != 0 else Path(out_dir)
+        self._resume_dir = None if out_dir is None else Path(out_dir)
         self.extra_config = {"train": self.config.to_dict(), **(extra_config or {})}
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
@@ -244,12 +296,28 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
-        """``(labels, click probabilities)`` over a dataset, in its order."""
+        """``(labels, click probabilities)`` over a dataset.
+
+        Distributed, rank r scores samples r, r + world, ... (each sample on
+        exactly one rank, whatever the world size) and every rank gets all
+        of them back, ordered by rank.
+        """
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            share = dataset.subset(np.arange(self.rank, len(dataset), self.world_size))
+            local = self._predict_local(share)
+            gathered = [None] * self.world_size
+            dist.all_gather_object(gathered, local)
+            return tuple(np.concatenate([g[i] for g in gathered]) for i in (0, 1))
+        return self._predict_local(dataset)
+
+    def _predict_local(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         was_training = self.model.training
         self.model.eval()
         labels, scores = [], []
         loader = dataset.loader(self.config.eval_batch_size, shuffle=False)
-        for batch in _progress(loader, self.config.progress, desc="eval"):
+        for batch in _progress(loader, self.config.progress and self.rank == 0, desc="eval"):
             scores.append(torch.sigmoid(self.model(batch)).numpy())
             labels.append(batch["label"].numpy())
         self.model.train(was_training)
@@ -265,13 +333,21 @@ class Trainer:
     def _train_epoch(self, train, epoch: int) -> float:
         self.model.train()
         train.with_negative_history = self.model.needs_negative_history
-        loader = train.loader(
-            self.config.batch_size, shuffle=True, seed=self.config.seed * 1000 + epoch
-        )
+        sampler = None
+        if self.world_size > 1:
+            from torch.utils.data import DistributedSampler
+
+            # Each rank a disjoint share, reshuffled every epoch the same way on all ranks.
+            sampler = DistributedSampler(
+                train, self.world_size, self.rank, shuffle=True, seed=self.config.seed
+            )
+            sampler.set_epoch(epoch)
+        seed = self.config.seed * 1000 + epoch
+        loader = train.loader(self.config.batch_size, shuffle=True, seed=seed, sampler=sampler)
         total, count = 0.0, 0
-        bar = _progress(loader, self.config.progress, desc=f"epoch {epoch}")
+        bar = _progress(loader, self.config.progress and self.rank == 0, desc=f"epoch {epoch}")
         for batch in bar:
-            logits = self.model(batch)
+            logits = self.network(batch)
             loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
             objective = loss + total_layer_loss(self.model)
             self.optimizer.zero_grad(set_to_none=True)
@@ -337,10 +413,11 @@ class Trainer:
 
     def _best_weights(self, fallback):
         """After a resume, the best weights may be from before it: read them back."""
-        if self.out_dir is not None and (self.out_dir / WEIGHTS_FILE).exists():
+        folder = self._resume_dir
+        if folder is not None and (folder / WEIGHTS_FILE).exists():
             from safetensors.torch import load_file
 
-            return load_file(str(self.out_dir / WEIGHTS_FILE))
+            return load_file(str(folder / WEIGHTS_FILE))
         return fallback
 
     def _save_state(self, result: FitResult) -> None:
@@ -363,12 +440,13 @@ class Trainer:
     def _resume(self) -> tuple[FitResult, int]:
         from safetensors.torch import load_file
 
-        if self.out_dir is None or not (self.out_dir / STATE_FILE).exists():
-            raise CheckpointLoadError(f"{self.out_dir}: nothing to resume (no {STATE_FILE})")
-        state = torch.load(self.out_dir / STATE_FILE, weights_only=False)
+        folder = self._resume_dir
+        if folder is None or not (folder / STATE_FILE).exists():
+            raise CheckpointLoadError(f"{folder}: nothing to resume (no {STATE_FILE})")
+        state = torch.load(folder / STATE_FILE, weights_only=False)
         if state["model_config"] != self.model.config.to_dict():
-            raise CheckpointLoadError(f"{self.out_dir}: the saved run has another model config")
-        _load_state(self.model, load_file(str(self.out_dir / LAST_FILE)), self.out_dir / LAST_FILE)
+            raise CheckpointLoadError(f"{folder}: the saved run has another model config")
+        _load_state(self.model, load_file(str(folder / LAST_FILE)), folder / LAST_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])

@@ -1,0 +1,155 @@
+"""Serving artefacts of a trained CTR model: ONNX, torch.export programs, TorchScript.
+
+Every artefact takes six tensors with a dynamic batch dimension B and the
+history length T fixed at export time::
+
+    user (B,) int64, item (B,) int64, category (B,) int64,
+    history (B, T) int64, history_category (B, T) int64, mask (B, T) bool
+    -> click probability (B,) float32
+
+After writing, the artefact is loaded back and run on a batch of another
+size (with padding) against the eager model; an artefact that disagrees
+raises :class:`ExportError` instead of being left behind, so a silently wrong
+graph never reaches serving.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .models import CTRModel
+
+FORMATS = ("onnx", "exported-program", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
+INPUT_NAMES = ("user", "item", "category", "history", "history_category", "mask")
+TOLERANCE = 1e-5
+
+
+class ExportError(RuntimeError):
+    """The format is unknown, a tool is missing, or the artefact does not match eager."""
+
+
+class ServingModule(nn.Module):
+    """A :class:`CTRModel` behind positional tensors (see the module docstring)."""
+
+    def __init__(self, model: CTRModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, user, item, category, history, history_category, mask):
+        batch = {
+            "user": user,
+            "item": item,
+            "category": category,
+            "history": history,
+            "history_category": history_category,
+            "mask": mask,
+        }
+        return torch.sigmoid(self.model(batch))
+
+
+def example_inputs(
+    model: CTRModel, batch: int, max_len: int, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random valid inputs: ids in range, left-aligned masks of every length (0 included)."""
+    config = model.config
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, max_len + 1, (batch,), generator=g)
+    lengths[0] = max_len
+    mask = torch.arange(max_len) < lengths.unsqueeze(1)
+    history = torch.randint(1, config.num_items + 1, (batch, max_len), generator=g) * mask
+    history_category = (
+        torch.randint(1, config.num_categories + 1, (batch, max_len), generator=g) * mask
+    )
+    return (
+        torch.randint(0, config.num_users + 1, (batch,), generator=g),
+        torch.randint(1, config.num_items + 1, (batch,), generator=g),
+        torch.randint(1, config.num_categories + 1, (batch,), generator=g),
+        history,
+        history_category,
+        mask,
+    )
+
+
+def _dynamic_batch() -> tuple[dict[int, object], ...]:
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    return tuple({0: batch} for _ in INPUT_NAMES)
+
+
+def _run_artefact(fmt: str, path: Path, inputs) -> np.ndarray:
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise ExportError(
+                "checking an ONNX export needs onnxruntime: pip install 'monolith-layers[export]'"
+            ) from err
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+        return session.run(None, feeds)[0]
+    if fmt == "exported-program":
+        return torch.export.load(str(path)).module()(*inputs).detach().numpy()
+    return torch.jit.load(str(path))(*inputs).detach().numpy()
+
+
+def export_model(
+    model: CTRModel, fmt: str, path: str | os.PathLike, max_len: int | None = None
+) -> Path:
+    """Write a serving artefact of ``model`` in format ``fmt`` to ``path`` and check it.
+
+    Args:
+        model: a trained model.
+        fmt: ``'onnx'``, ``'exported-program'`` (``torch.export``, a ``.pt2``)
+            or ``'torchscript'`` (``torch.jit.trace``).
+        path: the file to write.
+        max_len: T of the served histories (default: the model's ``max_len``;
+            DMR needs exactly that).
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"export: format must be one of {list(FORMATS)}, got {fmt!r}")
+    max_len = max_len or model.config.max_len
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ExportError(f"export: max_len must be a positive int, got {max_len!r}")
+    if model.config.encoder == "dmr" and max_len != model.config.max_len:
+        raise ExportError(
+            f"export: DMR's position embeddings fix T = {model.config.max_len}; got max_len={max_len}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serving = ServingModule(model).eval()
+    inputs = example_inputs(model, 4, max_len)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            program = torch.onnx.export(
+                serving,
+                inputs,
+                dynamo=True,
+                input_names=list(INPUT_NAMES),
+                output_names=["probability"],
+                dynamic_shapes=_dynamic_batch(),
+            )
+            program.save(str(path))
+        elif fmt == "exported-program":
+            torch.export.save(
+                torch.export.export(serving, inputs, dynamic_shapes=_dynamic_batch()), str(path)
+            )
+        else:
+            torch.jit.trace(serving, inputs, check_trace=False).save(str(path))
+        check = example_inputs(model, 7, max_len, seed=1)
+        want = serving(*check).numpy()
+        got = _run_artefact(fmt, path, check)
+    if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"export: the {fmt} artefact disagrees with the eager model on a batch of 7 "
+            f"(max abs difference {np.abs(got - want).max() if got.shape == want.shape else 'shape'}); "
+            "nothing was written"
+        )
+    return path

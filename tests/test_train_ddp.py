@@ -1,0 +1,144 @@
+"""Data-parallel training: two gloo processes on CPU, and the CLI under torchrun."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from monolith_layers.cli import main
+from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
+from monolith_layers.models import CTRModel, ModelConfig
+from monolith_layers.train import TrainConfig, Trainer, load_model
+
+pytest.importorskip("sklearn")
+
+USERS = 151  # an odd test split: the world size does not divide it
+
+
+def _setup():
+    log = generate(SyntheticConfig(num_users=USERS, max_events=16, seed=4))
+    splits = build_datasets(log, DataConfig(max_len=6))
+    config = ModelConfig(
+        encoder="dien",
+        embed_dim=4,
+        max_len=6,
+        hidden_units=[8],
+        num_users=log.num_users,
+        num_items=log.num_items,
+        num_categories=log.num_categories,
+    )
+    return splits, config
+
+
+def _worker(rank, world, port, folder):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        (train, valid, test), config = _setup()
+        torch.manual_seed(0)
+        model = CTRModel(config)
+        train_config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, progress=False)
+        trainer = Trainer(model, train_config, os.path.join(folder, "run"))
+        result = trainer.fit(train, valid)
+        metrics = trainer.evaluate(test)
+        torch.save(
+            {
+                "state": model.state_dict(),
+                "metrics": metrics,
+                "losses": [r.train_loss for r in result.history],
+            },
+            os.path.join(folder, f"rank{rank}.pt"),
+        )
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_training_agrees_with_itself_and_with_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key  # identical on every rank
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+    losses = ranks[0]["losses"]
+    assert losses[-1] < losses[0]
+    # Every test sample scored exactly once across the two ranks.
+    (_, _, test), _ = _setup()
+    assert ranks[0]["metrics"]["samples"] == len(test) == USERS
+    # Only rank 0 wrote, and one process evaluating that checkpoint agrees.
+    assert not list(tmp_path.glob("run/*.tmp"))
+    single = Trainer(load_model(tmp_path / "run"), TrainConfig(progress=False)).evaluate(test)
+    assert single["auc"] == pytest.approx(ranks[0]["metrics"]["auc"], abs=1e-12)
+    assert single["logloss"] == pytest.approx(ranks[0]["metrics"]["logloss"], rel=1e-6)
+
+
+def test_cli_under_torchrun(tmp_path):
+    from test_cli import _recbole_dir
+
+    data = _recbole_dir(tmp_path, users=61)
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "monolith_layers",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "din",
+        "--epochs",
+        "2",
+        "--max-len",
+        "6",
+        "--embed-dim",
+        "4",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("data parallel over 2 processes") == 1  # rank 0 speaks alone
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["world_size"] == 2
+    assert main(["evaluate", str(out), "--no-progress"]) == 0
+
+
+def test_torchrun_variables_without_a_rendezvous_are_one_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["train", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "WORLD_SIZE=2 but ['RANK', 'MASTER_ADDR', 'MASTER_PORT'] are not set" in err
+    assert "torchrun" in err and not (tmp_path / "x").exists()
+
+
+def test_subset_keeps_histories():
+    (train, _, _), _ = _setup()
+    rows = np.arange(1, len(train), 2)
+    part = train.subset(rows)
+    whole = train.__getitems__(rows[:5])
+    mine = part.__getitems__(np.arange(5))
+    for key in whole:
+        assert torch.equal(whole[key], mine[key]), key
