@@ -26,3 +26,13 @@ def test_readme_python_ctr_example_runs(tmp_path, monkeypatch):
     assert 0.0 <= namespace["metrics"]["auc"] <= 1.0
     assert namespace["model"].config.name == "dien+senet"
     assert (tmp_path / "runs" / "dien" / "model.safetensors").exists()
+
+
+def test_migration_guide_example_runs(monkeypatch, capsys):
+    from parity import fixture_dir
+
+    guide = (README.parent / "docs" / "migrating-from-monolith.md").read_text()
+    code = re.search(r"```python\n(.*?)```", guide, re.S).group(1)
+    code = code.replace('shared = "../shared/parity"', f'shared = "{fixture_dir()}"')
+    exec(compile(code, "migration guide example", "exec"), {})
+    assert "['ema_decay', 'global_step']" in capsys.readouterr().out
