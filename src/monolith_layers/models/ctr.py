@@ -170,33 +170,46 @@ class CTRModel(nn.Module):
         """[item, category] embeddings: (..., 2E)."""
         return torch.cat([self.item_embedding(items), self.category_embedding(categories)], dim=-1)
 
-    def interest(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _wants_negatives(self, batch: dict[str, torch.Tensor]) -> bool:
+        return (
+            self.config.encoder == "dien"
+            and self.config.dien_aux_loss
+            and self.training
+            and "negative_history" in batch
+        )
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every embedding the model reads: ``user`` (B, E), ``target`` (B, 2E),
+        ``history`` (B, T, 2E) and, for DIEN's auxiliary loss, ``negatives``
+        (B, T, 2E). The one place that touches the embedding tables (the
+        TorchRec variant replaces it)."""
+        out = {
+            "user": self.user_embedding(batch["user"]),
+            "target": self.item_side(batch["item"], batch["category"]),
+            "history": self.item_side(batch["history"], batch["history_category"]),
+        }
+        if self._wants_negatives(batch):
+            out["negatives"] = self.item_side(
+                batch["negative_history"], batch["negative_history_category"]
+            )
+        return out
+
+    def interest(self, embedded: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """The behaviour encoder's output (B, 2E)."""
-        target = self.item_side(batch["item"], batch["category"])
-        history = self.item_side(batch["history"], batch["history_category"])
-        mask = batch["mask"]
+        target, history = embedded["target"], embedded["history"]
         if self.config.encoder == "mean":
             return _masked_mean(history, mask)
         if self.config.encoder == "dien":
-            negatives = None
-            if self.config.dien_aux_loss and self.training and "negative_history" in batch:
-                negatives = self.item_side(
-                    batch["negative_history"], batch["negative_history_category"]
-                )
-            return self.encoder(target, history, mask, neg_keys=negatives)
+            return self.encoder(target, history, mask, neg_keys=embedded.get("negatives"))
         return self.encoder(target, history, mask)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         e = self.config.embed_dim
-        interest = self.interest(batch)
+        embedded = self.embed(batch)
+        interest = self.interest(embedded, batch["mask"])
+        target = embedded["target"]
         fields = torch.stack(
-            [
-                self.user_embedding(batch["user"]),
-                self.item_embedding(batch["item"]),
-                self.category_embedding(batch["category"]),
-                interest[:, :e],
-                interest[:, e:],
-            ],
+            [embedded["user"], target[:, :e], target[:, e:], interest[:, :e], interest[:, e:]],
             dim=1,
         )  # (B, F, E)
         if self.transform is not None:

@@ -110,8 +110,8 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
     if len(rows) == 0:
         rows = np.arange(min(users, len(dataset)))
     batch = dataset.__getitems__(rows)
-    target = model.item_side(batch["item"], batch["category"])
-    history = model.item_side(batch["history"], batch["history_category"])
+    embedded = model.embed(batch)
+    target, history = embedded["target"], embedded["history"]
     din = model.encoder
     weights = din.attention_logits(target, history).squeeze(-1)
     if din.decay:
