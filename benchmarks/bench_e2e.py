@@ -78,7 +78,7 @@ class _FixedNegatives:
         batch["negative_history_category"] = torch.from_numpy(self.data["neg_hist_cate"][rows])
         return batch
 
-    def loader(self, batch_size, shuffle, seed=0):
+    def loader(self, batch_size, shuffle, seed=0, sampler=None):
         from torch.utils.data import DataLoader
 
         generator = torch.Generator().manual_seed(seed)
