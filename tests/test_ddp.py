@@ -1,12 +1,9 @@
 """DistributedDataParallel over two CPU processes (gloo on loopback)."""
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import process_group, spawn
 
 from monolith_layers import DIEN, DIN, MLP
 
@@ -37,32 +34,19 @@ def _model():
 
 
 def _worker(rank, world, port, out_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with process_group(rank, world, port):
         model = torch.nn.parallel.DistributedDataParallel(_model())
         q, k, mask, y = (t.chunk(world)[rank] for t in _data())
         loss = torch.nn.functional.mse_loss(model(q, k, mask), y)
         loss.backward()
         if rank == 0:
             torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_path)
-        # Both ranks are done before either tears its connections down; gloo
-        # aborts a process whose peer closes first.
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_ddp_gradients_equal_single_process_full_batch(tmp_path):
     out_path = str(tmp_path / "grads.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out_path), nprocs=2, join=True)
+    spawn(_worker, out_path)
     ddp_grads = torch.load(out_path)
     model = _model()
     q, k, mask, y = _data()

@@ -2,15 +2,14 @@
 over two gloo processes, against the unsharded model (same weights, same batch)."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 pytest.importorskip("torchrec")
+
+from distributed import process_group, spawn  # noqa: E402
 
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate  # noqa: E402
 from monolith_layers.models import CTRModel, ModelConfig  # noqa: E402
@@ -66,9 +65,7 @@ def test_embedding_collection_model_equals_the_plain_model():
 
 
 def _worker(rank, world, port, sharding_type, folder):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with process_group(rank, world, port):
         torch.set_num_threads(1)
         batch, config = _setup()
         torch.manual_seed(0)
@@ -86,20 +83,11 @@ def _worker(rank, world, port, sharding_type, folder):
             {"out": out.detach(), "want": want.detach()},
             os.path.join(folder, f"{sharding_type}{rank}.pt"),
         )
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("sharding_type", ["table_wise", "column_wise"])
 def test_two_process_sharding_equals_the_unsharded_model(sharding_type, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), sharding_type, str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, sharding_type, str(tmp_path))
     for rank in range(2):
         result = torch.load(tmp_path / f"{sharding_type}{rank}.pt")
         torch.testing.assert_close(result["out"], result["want"], rtol=1e-5, atol=1e-6)

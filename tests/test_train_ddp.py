@@ -2,15 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from distributed import free_port, process_group, spawn
 
 from monolith_layers.cli import main
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
@@ -38,9 +36,7 @@ def _setup():
 
 
 def _worker(rank, world, port, folder):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with process_group(rank, world, port):
         torch.set_num_threads(1)
         (train, valid, test), config = _setup()
         torch.manual_seed(0)
@@ -57,19 +53,10 @@ def _worker(rank, world, port, folder):
             },
             os.path.join(folder, f"rank{rank}.pt"),
         )
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_training_agrees_with_itself_and_with_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key  # identical on every rank
@@ -97,7 +84,7 @@ def test_cli_under_torchrun(tmp_path):
         "torch.distributed.run",
         "--nproc_per_node=2",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "monolith_layers",
         "train",

@@ -308,6 +308,14 @@ def cmd_export(args) -> int:
 
 
 # ------------------------------------------------------------------- parser
+def _add_data(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--data", default=default, metavar="NAME_OR_PATH", help=DATA_HELP)
+
+
+def _add_no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monolith-layers",
@@ -324,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and DIN + iRazor on one dataset; print a results table and write metrics.json, report.md "
         "and plots into --out.",
     )
-    demo.add_argument("--data", default="synthetic", metavar="NAME_OR_PATH", help=DATA_HELP)
+    _add_data(demo, default="synthetic")
     demo.add_argument(
         "--quick",
         action="store_true",
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--epochs", type=int, help="epochs per model (default: 2)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(demo)
     demo.set_defaults(run=cmd_demo)
 
     train = commands.add_parser(
@@ -350,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report into --out.",
     )
     train.add_argument("--config", metavar="FILE", help="JSON config file")
-    train.add_argument("--data", metavar="NAME_OR_PATH", help=DATA_HELP)
+    _add_data(train)
     train.add_argument(
         "--model",
         metavar="NAME",
@@ -366,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="random seed (default: 0)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(train)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser(
@@ -378,11 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "checkpoint", metavar="CHECKPOINT", help="train output folder or model.safetensors"
     )
-    evaluate.add_argument("--data", metavar="NAME_OR_PATH", help=DATA_HELP)
+    _add_data(evaluate)
     evaluate.add_argument(
         "--split", choices=("train", "valid", "test"), default="test", help="default: test"
     )
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = commands.add_parser(

@@ -44,7 +44,7 @@ from .mlp import MLP
 def _check_query_keys(
     layer: Layer, queries: Any, keys: Any, query_dim: int, key_dim: int | None, mask: Any
 ):
-    """Shapes and dtypes of (queries, keys, mask); padded keys come back as zeros."""
+    """Shapes and dtypes of (queries, keys); the mask as bool (True = real step)."""
     where = layer.where
     keys = check_shape(where, "keys", keys, (None, None, key_dim))
     queries = check_shape(where, "queries", queries, (keys.shape[0], query_dim))
@@ -52,7 +52,6 @@ def _check_query_keys(
     layer.check_input_dtype("queries", queries)
     if mask is not None:
         mask = check_mask(where, mask, keys.shape[0], keys.shape[1])
-        keys = zero_padded(keys, mask)
     return queries, keys, mask
 
 
@@ -181,6 +180,7 @@ class DIN(Layer):
         queries, keys, mask = _check_query_keys(
             self, queries, keys, self.embed_dim, self.embed_dim, mask
         )
+        keys = zero_padded(keys, mask)  # DIEN's helpers do this themselves; DIN reads keys raw
         keep = None if mask is None else mask.unsqueeze(-1)
         if fast_paths_on():
             rows = self._rows_per_slice(keys)

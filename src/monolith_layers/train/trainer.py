@@ -377,7 +377,7 @@ class Trainer:
             result, start_epoch = self._resume()
         else:
             seed_everything(self.config.seed)
-        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best_state = None  # the best weights of this call; earlier ones are in out_dir
         bad_epochs = 0 if not result.history else result.history[-1].epoch - result.best_epoch
         for epoch in range(start_epoch, self.config.epochs + 1):
             if bad_epochs >= self.config.patience:
@@ -401,24 +401,13 @@ class Trainer:
                 self._save_state(result)
             if on_epoch is not None:
                 on_epoch(record)
-        if (
-            result.history
-            and len(result.history) < self.config.epochs
-            and bad_epochs >= self.config.patience
-        ):
-            result.stopped_early = True
-        if result.best_epoch:
-            self.model.load_state_dict(best_state if not resume else self._best_weights(best_state))
-        return result
-
-    def _best_weights(self, fallback):
-        """After a resume, the best weights may be from before it: read them back."""
-        folder = self._resume_dir
-        if folder is not None and (folder / WEIGHTS_FILE).exists():
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        elif result.best_epoch:  # resumed, and the best epoch came before the resume
             from safetensors.torch import load_file
 
-            return load_file(str(folder / WEIGHTS_FILE))
-        return fallback
+            self.model.load_state_dict(load_file(str(self._resume_dir / WEIGHTS_FILE)))
+        return result
 
     def _save_state(self, result: FitResult) -> None:
         from safetensors.torch import save_file
