@@ -76,3 +76,19 @@ def test_a_wrong_artefact_raises_and_is_removed(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="disagrees with the eager model"):
         export_model(model, "torchscript", tmp_path / "din.pt")
     assert not (tmp_path / "din.pt").exists()
+
+
+def test_missing_onnx_tools_are_named_before_anything_is_written(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real(name, *a),
+    )
+    with pytest.raises(
+        ExportError, match=r"needs onnxscript: pip install 'monolith-layers\[export\]'"
+    ):
+        export_model(_model("din"), "onnx", tmp_path / "din.onnx")
+    assert not (tmp_path / "din.onnx").exists()

@@ -435,6 +435,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _install_hint(err: ImportError) -> str:
+    """Which extra brings the missing package."""
+    missing = (err.name or "").split(".")[0]
+    if missing in ("onnx", "onnxscript", "onnxruntime"):
+        return "pip install 'monolith-layers[export]'"
+    if missing in ("torchrec", "fbgemm_gpu"):
+        return "see docs/scaling-out.md for the TorchRec install"
+    return "pip install 'monolith-layers[demo]'"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -446,8 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ImportError as err:
         print(
-            f"monolith-layers {args.command}: error: {err} (pip install 'monolith-layers[demo]')",
-            file=sys.stderr,
+            f"monolith-layers {args.command}: error: {err} ({_install_hint(err)})", file=sys.stderr
         )
         return 2
     except KeyboardInterrupt:

@@ -82,14 +82,23 @@ def _dynamic_batch() -> tuple[dict[int, object], ...]:
     return tuple({0: batch} for _ in INPUT_NAMES)
 
 
+def _require_onnx_tools() -> None:
+    """The ONNX exporter needs onnx + onnxscript, its check onnxruntime: say so before writing."""
+    import importlib.util
+
+    tools = ("onnx", "onnxscript", "onnxruntime")
+    missing = [m for m in tools if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(
+            f"export_model: the onnx format needs {', '.join(missing)}: "
+            "pip install 'monolith-layers[export]'"
+        )
+
+
 def _run_artefact(fmt: str, path: Path, inputs) -> np.ndarray:
     if fmt == "onnx":
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise ExportError(
-                "checking an ONNX export needs onnxruntime: pip install 'monolith-layers[export]'"
-            ) from err
+        import onnxruntime
+
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
         return session.run(None, feeds)[0]
@@ -112,13 +121,15 @@ def export_model(
             DMR needs exactly that).
     """
     if fmt not in FORMATS:
-        raise ExportError(f"export: format must be one of {list(FORMATS)}, got {fmt!r}")
+        raise ExportError(f"export_model: format must be one of {list(FORMATS)}, got {fmt!r}")
+    if fmt == "onnx":
+        _require_onnx_tools()
     max_len = max_len or model.config.max_len
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ExportError(f"export: max_len must be a positive int, got {max_len!r}")
+        raise ExportError(f"export_model: max_len must be a positive int, got {max_len!r}")
     if model.config.encoder == "dmr" and max_len != model.config.max_len:
         raise ExportError(
-            f"export: DMR's position embeddings fix T = {model.config.max_len}; got max_len={max_len}"
+            f"export_model: DMR's position embeddings fix T = {model.config.max_len}; got max_len={max_len}"
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +159,7 @@ def export_model(
     if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
         path.unlink(missing_ok=True)
         raise ExportError(
-            f"export: the {fmt} artefact disagrees with the eager model on a batch of 7 "
+            f"export_model: the {fmt} artefact disagrees with the eager model on a batch of 7 "
             f"(max abs difference {np.abs(got - want).max() if got.shape == want.shape else 'shape'}); "
             "nothing was written"
         )
