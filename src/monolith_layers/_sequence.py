@@ -22,6 +22,53 @@ def zero_padded(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return torch.where(keep, values, values.new_zeros(()))
 
 
+def check_lengths(where: str, lengths: object, batch: int, steps: int) -> torch.Tensor:
+    """Per-row lengths (B,), integers in [0, T]: the first ``lengths[b]`` steps are real.
+
+    Returns them as int64 on their own device.
+    """
+    lengths = check_shape(where, "lengths", lengths, (batch,))
+    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
+        raise TypeError(f"{where}: lengths must be an integer tensor, got {lengths.dtype}")
+    if batch:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 0 or high > steps:
+            raise ValueError(
+                f"{where}: lengths must lie in [0, {steps}] (T = {steps}), "
+                f"got values from {low} to {high}"
+            )
+    return lengths.long()
+
+
+def lengths_to_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool mask, True on each row's first ``lengths[b]`` steps."""
+    return torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)
+
+
+def check_padding(
+    where: str, mask: object, lengths: object, batch: int, steps: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Validate the two ways of marking padding; returns ``(mask, lengths)``.
+
+    At most one may be given. ``mask`` (B, T) comes back as bool (True =
+    real step), ``lengths`` (B,) as int64; the other stays None.
+    """
+    if mask is not None and lengths is not None:
+        raise ValueError(f"{where}: pass mask or lengths, not both")
+    if mask is not None:
+        return check_mask(where, mask, batch, steps), None
+    if lengths is not None:
+        return None, check_lengths(where, lengths, batch, steps)
+    return None, None
+
+
+def padding_mask(
+    mask: torch.Tensor | None, lengths: torch.Tensor | None, steps: int
+) -> torch.Tensor | None:
+    """The (B, T) bool mask for validated ``mask`` / ``lengths`` (None: no padding)."""
+    return lengths_to_mask(lengths, steps) if lengths is not None else mask
+
+
 def check_sequence(
     where: str,
     inputs: object,
@@ -30,13 +77,14 @@ def check_sequence(
     init_state: object,
     mask: object,
     dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Validate inputs (B, T, D), init_state (B, U) and mask (B, T).
+    lengths: object = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Validate inputs (B, T, D), init_state (B, U) and mask (B, T) or lengths (B,).
 
-    Returns ``(inputs, init_state, mask)``: the inputs with padded steps
-    zeroed (:func:`zero_padded`), the state defaulting to zeros in the
-    inputs' dtype and device, the mask as bool (True = real step). ``dtype``
-    is the cell's weight dtype, which inputs and state must share.
+    Returns ``(inputs, init_state, mask, lengths)``: the state defaulting to
+    zeros in the inputs' dtype and device, the mask as bool (True = real
+    step), the lengths as int64 (at most one of the two is not None).
+    ``dtype`` is the cell's weight dtype, which inputs and state must share.
     """
     inputs = check_shape(where, "inputs", inputs, (None, None, input_dim))
     check_float(where, "inputs", inputs, dtype)
@@ -46,10 +94,8 @@ def check_sequence(
     else:
         init_state = check_shape(where, "init_state", init_state, (batch, units))
         check_float(where, "init_state", init_state, dtype)
-    if mask is not None:
-        mask = check_mask(where, mask, batch, steps)
-        inputs = zero_padded(inputs, mask)
-    return inputs, init_state, mask
+    mask, lengths = check_padding(where, mask, lengths, batch, steps)
+    return inputs, init_state, mask, lengths
 
 
 def step_loop(

@@ -19,10 +19,12 @@ from typing import Any
 
 import torch
 
+from ._agru_packed import agru_packed
 from ._agru_scan import agru_scan
 from ._checks import check_float, check_positive_int, check_shape, check_tensor
 from ._fused import fused_activation_name, use_fused_path
-from ._sequence import check_sequence, step_loop, zero_padded
+from ._packing import plan_scan
+from ._sequence import check_sequence, padding_mask, step_loop, zero_padded
 from .layer import Layer, attach_activation
 
 ATT_TYPES = ("AGRU", "AUGRU")
@@ -147,17 +149,30 @@ class AGRUCell(Layer):
         )
 
 
-def _check_rnn_inputs(where, cell, inputs, att_scores, init_state, mask):
+def _check_rnn_inputs(where, cell, inputs, att_scores, init_state, mask, lengths):
     if not isinstance(cell, AGRUCell):
         raise TypeError(f"{where}: cell must be an AGRUCell, got {type(cell).__name__}")
-    inputs, init_state, mask = check_sequence(
-        where, inputs, cell.input_dim, cell.units, init_state, mask, cell.gates_kernel.dtype
+    inputs, init_state, mask, lengths = check_sequence(
+        where,
+        inputs,
+        cell.input_dim,
+        cell.units,
+        init_state,
+        mask,
+        cell.gates_kernel.dtype,
+        lengths,
     )
     if att_scores is not None:
         att_scores = check_shape(where, "att_scores", att_scores, tuple(inputs.shape[:2]))
         check_float(where, "att_scores", att_scores, cell.gates_kernel.dtype)
-        att_scores = zero_padded(att_scores, mask)
-    return inputs, att_scores, init_state, mask
+    return inputs, att_scores, init_state, mask, lengths
+
+
+def _padded_steps_zeroed(inputs, att_scores, mask, lengths):
+    """Inputs and scores with padded steps selected away, and the (B, T) mask."""
+    mask = padding_mask(mask, lengths, inputs.shape[1])
+    scores = None if att_scores is None else zero_padded(att_scores, mask)
+    return zero_padded(inputs, mask), scores, mask
 
 
 def static_rnn_with_attention(
@@ -166,19 +181,23 @@ def static_rnn_with_attention(
     att_scores: torch.Tensor | None,
     init_state: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    *,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``cell`` step by step: the plain, obviously-correct loop.
 
     Shapes: inputs (B, T, D), att_scores (B, T) (``None``: plain GRU update),
     init_state (B, U) (default zeros in the inputs' dtype / device), mask
-    (B, T) (True / >= 1 marks a real step). Returns ``(outputs (B, T, U),
+    (B, T) (True / >= 1 marks a real step) or lengths (B,) (the first
+    ``lengths[b]`` steps are real). Returns ``(outputs (B, T, U),
     final_state (B, U))``. A padded step keeps the state and outputs zeros.
     This is the reference that :func:`dynamic_rnn_with_attention` is tested
     against.
     """
-    inputs, att_scores, state, mask = _check_rnn_inputs(
-        "static_rnn_with_attention", cell, inputs, att_scores, init_state, mask
+    inputs, att_scores, state, mask, lengths = _check_rnn_inputs(
+        "static_rnn_with_attention", cell, inputs, att_scores, init_state, mask, lengths
     )
+    inputs, att_scores, mask = _padded_steps_zeroed(inputs, att_scores, mask, lengths)
 
     def step(t: int, state: torch.Tensor) -> torch.Tensor:
         score = None if att_scores is None else att_scores[:, t : t + 1]
@@ -193,20 +212,36 @@ def dynamic_rnn_with_attention(
     att_scores: torch.Tensor | None,
     init_state: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    *,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract and results as :func:`static_rnn_with_attention`, fast.
 
-    The input projections of all T steps are one matmul each; the loop does
-    two small matmuls and fused elementwise updates per step, with a
+    The input projections are one matmul per time chunk; the loop does two
+    small matmuls and fused elementwise updates per step, with a
     hand-written backward through time (tanh, sigmoid, relu and linear
     candidate activations, by our names or torch's; any other activation
-    runs the plain loop, with a warning once). ``set_fused(False)`` and
-    tracing (compile / export / jit.trace) take the plain loop too.
+    runs the plain loop, with a warning once). With padding (``mask`` or
+    ``lengths``) only the real steps are computed: rows are sorted by length
+    and step t runs the rows still alive (holes in a mask are skipped too);
+    large training batches keep only the states for the backward and
+    recompute the rest (see :func:`monolith_layers._packing.plan_scan`).
+    ``set_fused(False)`` and tracing (compile / export / jit.trace) take the
+    plain loop.
     """
     where = "dynamic_rnn_with_attention"
-    inputs, att_scores, state, mask = _check_rnn_inputs(
-        where, cell, inputs, att_scores, init_state, mask
+    inputs, att_scores, state, mask, lengths = _check_rnn_inputs(
+        where, cell, inputs, att_scores, init_state, mask, lengths
     )
-    if inputs.shape[1] == 0 or not use_fused_path(cell.activation, where):
-        return static_rnn_with_attention(cell, inputs, att_scores, state, mask)
+    batch, steps = inputs.shape[:2]
+    if steps == 0 or not use_fused_path(cell.activation, where):
+        return static_rnn_with_attention(cell, inputs, att_scores, state, mask, lengths=lengths)
+    mode = "none" if att_scores is None else cell.att_type
+    act = fused_activation_name(cell.activation)
+    weights = (inputs, att_scores, state, *cell.parameters())
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in weights)
+    packing = plan_scan(batch, steps, cell.units, mask, lengths, inputs.device, training)
+    if packing is not None:
+        return agru_packed(cell, inputs, att_scores, state, packing, mode, act)
+    inputs, att_scores, mask = _padded_steps_zeroed(inputs, att_scores, mask, lengths)
     return agru_scan(cell, inputs, att_scores, state, mask)

@@ -22,8 +22,10 @@ import torch
 from . import activations as _activations
 from ._checks import check_float, check_positive_int, check_shape, resolve
 from ._fused import fused_activation_name, use_fused_path
+from ._gru_packed import gru_packed
 from ._gru_scan import gru_scan
-from ._sequence import check_sequence, step_loop
+from ._packing import plan_scan
+from ._sequence import check_sequence, padding_mask, step_loop, zero_padded
 from .layer import Layer, attach_activation
 
 
@@ -117,22 +119,36 @@ def gru_sequence(
     init_state: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     fast: bool = True,
+    *,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``cell`` over inputs (B, T, D) -> (outputs (B, T, U), final_state (B, U)).
 
-    ``mask`` (B, T): True / >= 1 marks real steps; a padded step keeps the
-    state and outputs zeros, whatever the padded inputs hold. ``fast=False``
+    ``mask`` (B, T): True / >= 1 marks real steps; or ``lengths`` (B,): the
+    first ``lengths[b]`` steps of row b are real. A padded step keeps the
+    state and outputs zeros, whatever the padded inputs hold, and costs
+    nothing on the fast path (only real steps are computed). ``fast=False``
     (or ``set_fused(False)``, or tracing) runs the plain step-by-step loop,
     the reference the fast path is tested against.
     """
     where = "gru_sequence"
     if not isinstance(cell, KerasGRUCell):
         raise TypeError(f"{where}: cell must be a KerasGRUCell, got {type(cell).__name__}")
-    inputs, init_state, mask = check_sequence(
-        where, inputs, cell.input_dim, cell.units, init_state, mask, cell.kernel.dtype
+    inputs, init_state, mask, lengths = check_sequence(
+        where, inputs, cell.input_dim, cell.units, init_state, mask, cell.kernel.dtype, lengths
     )
-    if fast and inputs.shape[1] > 0 and use_fused_path(cell.activation, where):
+    batch, steps = inputs.shape[:2]
+    fused = fast and steps > 0 and use_fused_path(cell.activation, where)
+    if fused:
+        training = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (inputs, init_state, *cell.parameters())
+        )
+        packing = plan_scan(batch, steps, cell.units, mask, lengths, inputs.device, training)
+        if packing is not None:
+            act = fused_activation_name(cell.activation)
+            return gru_packed(cell, inputs, init_state, packing, act)
+    mask = padding_mask(mask, lengths, steps)
+    inputs = zero_padded(inputs, mask)
+    if fused:
         return gru_scan(cell, inputs, init_state, mask)
-    return step_loop(
-        lambda t, state: cell(inputs[:, t], state)[1], inputs.shape[1], init_state, mask
-    )
+    return step_loop(lambda t, state: cell(inputs[:, t], state)[1], steps, init_state, mask)

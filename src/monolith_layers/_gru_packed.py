@@ -1,0 +1,161 @@
+"""The Keras-GRU recurrence (``reset_after=True``) over real steps only: the
+packed layout of :mod:`monolith_layers._packing`, with a hand-written
+backward that keeps only the states.
+
+Notation (one step, the n rows alive; ``gi`` = input projection with ``bias[0]``)::
+
+    gh_t = h_{t-1} @ W_r + b_r                       (n, 3U)
+    z_t, r_t = sigmoid(gi_zr_t + gh_zr_t)
+    hh_t = act(gi_h_t + r_t * gh_h_t)
+    h_t  = z_t * h_{t-1} + (1 - z_t) * hh_t
+
+Only real steps are packed, so no mask appears inside the recurrence.
+
+Memory: the forward saves the states alone (the packed inputs are saved
+too, but the caller holds the inputs anyway). The backward walks time chunks
+from the last: per chunk it recomputes the gates in bulk from the saved
+states (two large matmuls), runs the per-step loop carrying only dL/dh, and
+turns the chunk's gate gradients into input and weight gradients in bulk;
+every work buffer is chunk-sized, so it stays in cache and is reused.
+
+The backward, derived (``g_h`` = dL/dh_t from the later steps and the outputs)::
+
+    dL/dhpre_t   = g_h (1 - z_t) act'(hh_t)               -> d gi_h_t
+    dL/dzpre_t   = g_h (h_{t-1} - hh_t) z_t (1 - z_t)      -> d gi_z_t = d gh_z_t
+    dL/drpre_t   = dL/dhpre_t gh_h_t r_t (1 - r_t)         -> d gi_r_t = d gh_r_t
+    dL/dgh_h_t   = dL/dhpre_t r_t
+    dL/dh_{t-1}  = g_h z_t + dL/dgh_t @ W_r^T
+    dW_r = sum_t h_{t-1}^T dL/dgh_t;  db_r = sum_t dL/dgh_t
+
+The per-step gradient is kept as ``[dhpre | dz | dr | dgh_h]`` (4U wide):
+``dL/dgh_t`` is then a view, and two broadcast multiplies fill all four.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._fused import activate_, derivative_from_output, pre_scale, refuse_double_backward
+from ._packing import Packing
+
+
+def _project(x, kernel, b_in, act: str):
+    """Input projections (rows, 3U) with the candidate's part pre-scaled."""
+    gi = torch.addmm(b_in, x, kernel)
+    k = pre_scale(act)
+    if k != 1.0:
+        gi[:, 2 * kernel.shape[1] // 3 :].mul_(k)
+    return gi
+
+
+def _forward(x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> torch.Tensor:
+    """States buffer (B + N, U): the initial states, then every real step's state."""
+    batch, units = h0.shape
+    k = pre_scale(act)
+    states = x.new_empty(batch + packing.total, units)
+    states[:batch] = h0
+    widest = packing.sizes[0] if packing.sizes else 0
+    gh, zr, hh = (x.new_empty(widest, w * units) for w in (3, 2, 1))
+    for t0, t1 in packing.chunks(3 * units):
+        r0 = packing.offsets[t0]
+        gi = _project(x[r0 : packing.offsets[t1]], kernel, b_in, act)
+        for t in range(t0, t1):
+            n, lo, base = packing.sizes[t], packing.offsets[t] - r0, packing.prev_base(t)
+            prev, rows = states[base : base + n], gi[lo : lo + n]
+            gh_t = torch.addmm(b_r, prev, w_r, out=gh[:n])
+            zr_t = torch.add(rows[:, : 2 * units], gh_t[:, : 2 * units], out=zr[:n]).sigmoid_()
+            pre = torch.addcmul(
+                rows[:, 2 * units :], zr_t[:, units:], gh_t[:, 2 * units :], value=k, out=hh[:n]
+            )
+            cand, z = activate_(pre, act), zr_t[:, :units]
+            # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
+            new = states[batch + r0 + lo : batch + r0 + lo + n]
+            torch.mul(z, prev, out=new).addcmul_(1.0 - z, cand)
+    return states
+
+
+def _chunk_factors(x, kernel, b_in, prev, w_r, b_r, act: str):
+    """For a chunk: ``(z, c1, c2)``, every factor of the backward that does not
+    depend on the incoming gradient: c1 = [dhpre/dh | dzpre/dh], c2 = [drpre/dhpre | r]."""
+    units = prev.shape[1]
+    gi = _project(x, kernel, b_in, act)
+    gh = torch.addmm(b_r, prev, w_r)
+    zr = gi[:, : 2 * units].add_(gh[:, : 2 * units]).sigmoid_()
+    hh = activate_(
+        gi[:, 2 * units :].addcmul_(zr[:, units:], gh[:, 2 * units :], value=pre_scale(act)), act
+    )
+    z, r = zr[:, :units], zr[:, units:]
+    slopes = torch.sub(1.0, zr).mul_(zr)  # sigmoid' of z and r
+    c1 = torch.empty_like(zr)
+    torch.sub(1.0, z, out=c1[:, :units])
+    slope = derivative_from_output(hh, act)
+    if slope is not None:
+        c1[:, :units].mul_(slope)
+    torch.sub(prev, hh, out=c1[:, units:]).mul_(slopes[:, :units])
+    c2 = torch.cat([slopes[:, units:].mul_(gh[:, 2 * units :]), r], dim=1)
+    return z.contiguous(), c1, c2
+
+
+class _GRUPacked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str):
+        # x (N, D) packed inputs; h0 (B, U) in sorted row order. -> states (B + N, U).
+        states = _forward(x, kernel, b_in, w_r, b_r, h0, packing, act)
+        ctx.save_for_backward(x, kernel, b_in, w_r, b_r, states)
+        ctx.packing, ctx.act = packing, act
+        return states
+
+    @staticmethod
+    def backward(ctx, d_states):
+        refuse_double_backward("gru_sequence")
+        x, kernel, b_in, w_r, b_r, states = ctx.saved_tensors
+        packing = ctx.packing
+        batch, units = packing.batch, w_r.shape[0]
+        dh = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
+        d_x = x.new_empty(x.shape) if ctx.needs_input_grad[0] else None
+        d_kernel, d_b_in = torch.zeros_like(kernel), torch.zeros_like(b_in)
+        d_w_r, d_b_r = torch.zeros_like(w_r), torch.zeros_like(b_r)
+        w_r_t = w_r.t()
+        for t0, t1 in reversed(packing.chunks(4 * units)):
+            r0, r1 = packing.offsets[t0], packing.offsets[t1]
+            prev = packing.prev_states(states, t0, t1)
+            z, c1, c2 = _chunk_factors(x[r0:r1], kernel, b_in, prev, w_r, b_r, ctx.act)
+            grads = z.new_empty(r1 - r0, 4 * units)  # [dhpre | dz | dr | dgh_h]
+            d_out = d_states[batch + r0 : batch + r1]
+            for t in range(t1 - 1, t0 - 1, -1):
+                n, lo = packing.sizes[t], packing.offsets[t] - r0
+                hi, pair = lo + n, (n, 2, units)
+                g, dh_n = grads[lo:hi], dh[:n]
+                dh_n.add_(d_out[lo:hi])
+                torch.mul(dh_n.unsqueeze(1), c1[lo:hi].view(pair), out=g[:, : 2 * units].view(pair))
+                torch.mul(
+                    g[:, :units].unsqueeze(1),
+                    c2[lo:hi].view(pair),
+                    out=g[:, 2 * units :].view(pair),
+                )
+                torch.addmm(dh_n * z[lo:hi], g[:, units:], w_r_t, out=dh_n)
+            d_gi = torch.cat([grads[:, units : 3 * units], grads[:, :units]], dim=1)  # z, r, h
+            if d_x is not None:
+                torch.mm(d_gi, kernel.t(), out=d_x[r0:r1])
+            d_kernel.addmm_(x[r0:r1].t(), d_gi)
+            d_b_in.add_(d_gi.sum(0))
+            d_gh = grads[:, units:]
+            d_w_r.addmm_(prev.t(), d_gh)
+            d_b_r.add_(d_gh.sum(0))
+        d_h0 = dh.add_(d_states[:batch])
+        return d_x, d_kernel, d_b_in, d_w_r, d_b_r, d_h0, None, None
+
+
+def gru_packed(cell, inputs, init_state, packing: Packing, act: str):
+    """:func:`monolith_layers.gru.gru_sequence` over the real steps of validated inputs.
+
+    Returns ``(outputs (B, T, U), final_state (B, U))``; padded steps output zeros.
+    """
+    x = packing.pack(inputs)
+    h0 = packing.sort_rows(init_state)
+    args = (x, cell.kernel, cell.bias[0], cell.recurrent_kernel, cell.bias[1], h0)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+        states = _GRUPacked.apply(*args, packing, act)
+    else:  # inference: nothing is kept for a backward
+        states = _forward(*args, packing, act)
+    return packing.unpack(states[packing.batch :]), packing.final_states(states)

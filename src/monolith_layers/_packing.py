@@ -1,0 +1,197 @@
+"""The packed layout the fused recurrences run on: real steps only.
+
+Rows are sorted by length, longest first, and the real steps are laid out
+step after step (time-major): step t's block holds the ``n_t`` rows whose
+length exceeds t, and it is a prefix of step t-1's block. This is the layout
+of ``torch.nn.utils.rnn.PackedSequence``; a recurrence over it computes no
+padded step at all, and a row's real steps need not be left-aligned in the
+padded tensor (a mask with holes is packed in the order of its real steps).
+
+The scans keep their states in one buffer of ``B + N`` rows (N = number of
+real steps): first every sorted row's initial state, then the packed states,
+step t's block at rows ``B + offsets[t]``. The state a block row i reads at
+step t is therefore row ``prev_base(t) + i``, with ``prev_base(0) = 0`` and
+``prev_base(t) = B + offsets[t - 1]``.
+
+Without a mask and lengths (every row full) the packed layout is the plain
+time-major transpose, and packing is a copy, never a gather.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Rows of a time chunk (about this many elements per chunk buffer): the scans'
+# per-chunk work buffers then stay in the CPU's cache and are reused.
+CHUNK_ELEMENTS = 1 << 16
+
+
+@dataclass(frozen=True, eq=False)
+class Packing:
+    """Where every real step of a (B, T) padded batch lives in the packed layout.
+
+    ``sizes[t]`` = n_t (rows alive at step t, only the steps some row has);
+    ``offsets[t]`` = first packed row of step t (``offsets[-1]`` = N);
+    ``perm[i]`` = original row of sorted row i (None: identity);
+    ``src_index[p]`` = flat ``b * T + t`` index of packed row p in the padded
+    tensor (None: every row is full, packing is a transpose);
+    ``final_index[b]`` = row of the states buffer holding original row b's
+    final state.
+    """
+
+    batch: int
+    steps: int
+    sizes: tuple[int, ...]
+    offsets: tuple[int, ...]
+    perm: torch.Tensor | None
+    src_index: torch.Tensor | None
+    final_index: torch.Tensor
+
+    @property
+    def total(self) -> int:
+        """N, the number of real steps."""
+        return self.offsets[-1]
+
+    @property
+    def dense(self) -> bool:
+        return self.src_index is None
+
+    def prev_base(self, t: int) -> int:
+        return 0 if t == 0 else self.batch + self.offsets[t - 1]
+
+    def chunks(self, width: int) -> list[tuple[int, int]]:
+        """Consecutive step ranges ``(t0, t1)`` of about ``CHUNK_ELEMENTS / width`` rows."""
+        limit = max(1, CHUNK_ELEMENTS // max(1, width))
+        ranges, start = [], 0
+        for t in range(1, len(self.sizes) + 1):
+            if t == len(self.sizes) or self.offsets[t + 1] - self.offsets[start] > limit:
+                ranges.append((start, t))
+                start = t
+        return ranges
+
+    def prev_states(self, states: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
+        """The states steps ``t0 .. t1-1`` read, row-aligned with their packed rows."""
+        sizes = self.sizes
+        before = self.batch if t0 == 0 else sizes[t0 - 1]
+        if all(sizes[t] == before for t in range(t0, t1)):  # one contiguous run
+            base = self.prev_base(t0)
+            return states[base : base + self.offsets[t1] - self.offsets[t0]]
+        parts = [states[self.prev_base(t) : self.prev_base(t) + sizes[t]] for t in range(t0, t1)]
+        return torch.cat(parts)
+
+    # -- moving between the padded (B, T, ...) layout and the packed one --
+
+    def pack(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (N, F), real steps only (differentiable)."""
+        if self.dense:
+            return values.transpose(0, 1).reshape(self.total, values.shape[-1])
+        flat = values.reshape(self.batch * self.steps, values.shape[-1])
+        return flat.index_select(0, self.src_index)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """(N, F) -> (B, T, F) with zeros at padded steps (differentiable)."""
+        width = packed.shape[-1]
+        if self.dense:
+            return packed.view(self.steps, self.batch, width).transpose(0, 1)
+        flat = packed.new_zeros(self.batch * self.steps, width)
+        return flat.index_copy(0, self.src_index, packed).view(self.batch, self.steps, width)
+
+    def sort_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, ...) in original row order -> sorted row order."""
+        return values if self.perm is None else values.index_select(0, self.perm)
+
+    def final_states(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, U): each original row's state after its last real step."""
+        return states.index_select(0, self.final_index)
+
+
+def dense_packing(batch: int, steps: int, device: torch.device) -> Packing:
+    """Every row real for all ``steps``: the packed layout is the time-major one."""
+    offsets = tuple(t * batch for t in range(steps + 1))
+    last = batch + (steps - 1) * batch if steps else 0
+    final = torch.arange(last, last + batch, device=device)
+    return Packing(batch, steps, (batch,) * steps, offsets, None, None, final)
+
+
+def plan_packing(
+    batch: int,
+    steps: int,
+    mask: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> Packing:
+    """The packing of a (B, T) batch given a bool ``mask`` or int ``lengths`` (validated).
+
+    With ``lengths`` the real steps are the first ``lengths[b]`` of each row;
+    with ``mask`` they are the True slots, in order (holes allowed).
+    """
+    if mask is None and lengths is None:
+        return dense_packing(batch, steps, device)
+    if mask is not None:
+        device = mask.device
+        lengths = mask.sum(dim=1)
+    counts = torch.bincount(lengths, minlength=steps + 1)
+    # n_t = rows longer than t; one transfer of T + 1 small integers.
+    alive = (batch - counts.cumsum(0)).tolist()
+    longest = next((t for t, n in enumerate(alive) if n == 0), steps)
+    sizes = tuple(alive[:longest])
+    if longest == steps and (not sizes or sizes[-1] == batch):
+        return dense_packing(batch, steps, device)  # every row full: no gather needed
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    sorted_lengths, perm = torch.sort(lengths, descending=True, stable=True)
+    step_ids = torch.arange(longest, device=device)
+    if mask is None:
+        cols = step_ids.unsqueeze(1).expand(longest, batch)
+    else:  # the t-th real slot of each row: real slots sort first, in order
+        order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+        cols = order.index_select(0, perm)[:, :longest].t()
+    real = step_ids.unsqueeze(1) < sorted_lengths.unsqueeze(0)  # (T', B), a prefix per step
+    src_index = (perm.unsqueeze(0) * steps + cols)[real]
+    starts = torch.tensor(offsets[:-1], device=device)
+    last_step = (sorted_lengths - 1).clamp_min(0)
+    rows = torch.arange(batch, device=device)
+    final_sorted = (
+        torch.where(
+            sorted_lengths > 0,
+            batch + starts[last_step.clamp_max(max(longest - 1, 0))] + rows,
+            rows,
+        )
+        if longest
+        else rows
+    )
+    final_index = torch.empty_like(final_sorted).index_copy_(0, perm, final_sorted)
+    return Packing(batch, steps, sizes, tuple(offsets), perm, src_index, final_index)
+
+
+# The dense scans keep about 8U values per (step, row) for their backward;
+# past this many (T * B * U) a training call runs packed (states only) even
+# without padding, which bounds its memory at a small cost in speed.
+DENSE_HISTORY_LIMIT = 1 << 23
+# Skipping padding pays once at most this share of the (B, T) slots is real.
+PACKED_FILL = 0.75
+
+
+def plan_scan(
+    batch: int,
+    steps: int,
+    units: int,
+    mask: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    device: torch.device,
+    keeps_history: bool,
+) -> Packing | None:
+    """The packing a recurrence runs on, or None for the dense (history-keeping) scan.
+
+    Dense when most slots are real and, if a backward will follow
+    (``keeps_history``), its per-step history stays under
+    ``DENSE_HISTORY_LIMIT``; packed otherwise.
+    """
+    packing = plan_packing(batch, steps, mask, lengths, device)
+    mostly_real = packing.total >= PACKED_FILL * batch * steps
+    if mostly_real and not (keeps_history and steps * batch * units > DENSE_HISTORY_LIMIT):
+        return None
+    return packing
