@@ -22,6 +22,7 @@ from .interop import (
     read_tf_checkpoint,
     write_tf_checkpoint,
 )
+from .jagged import Jagged
 from .layer import Layer, layer_losses, total_layer_loss
 from .merge import merge_tensor_list
 from .mlp import MLP
@@ -51,6 +52,7 @@ __all__ = [
     "Dense",
     "KerasGRUCell",
     "gru_sequence",
+    "Jagged",
     "Layer",
     "MLP",
     "Params",

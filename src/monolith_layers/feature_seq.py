@@ -27,32 +27,43 @@ from . import regularizers as _regularizers
 from ._checks import (
     check_choice,
     check_dims_list,
-    check_mask,
     check_positive_int,
     check_shape,
     resolve,
 )
 from ._fused import fast_paths_on, fused_enabled
-from ._sequence import masked_softmax, zero_padded
+from ._packing import PACKED_FILL
+from ._sequence import check_padding, masked_softmax, padding_mask, zero_padded
 from .agru import AGRUCell, check_att_type, dynamic_rnn_with_attention
 from .dense import Dense
 from .gru import KerasGRUCell, gru_sequence
+from .jagged import unjag
 from .layer import Layer
 from .mlp import MLP
 
 
 def _check_query_keys(
-    layer: Layer, queries: Any, keys: Any, query_dim: int, key_dim: int | None, mask: Any
+    layer: Layer,
+    queries: Any,
+    keys: Any,
+    query_dim: int,
+    key_dim: int | None,
+    mask: Any,
+    lengths: Any,
 ):
-    """Shapes and dtypes of (queries, keys); the mask as bool (True = real step)."""
+    """Shapes and dtypes of (queries, keys); ``(queries, keys, mask, lengths)``.
+
+    Jagged keys are padded first (their lengths become ``lengths``); the mask
+    comes back as bool (True = real step), lengths as int64.
+    """
     where = layer.where
+    keys, lengths = unjag(where, keys, mask, lengths)
     keys = check_shape(where, "keys", keys, (None, None, key_dim))
     queries = check_shape(where, "queries", queries, (keys.shape[0], query_dim))
     layer.check_input_dtype("keys", keys)
     layer.check_input_dtype("queries", queries)
-    if mask is not None:
-        mask = check_mask(where, mask, keys.shape[0], keys.shape[1])
-    return queries, keys, mask
+    mask, lengths = check_padding(where, mask, lengths, keys.shape[0], keys.shape[1])
+    return queries, keys, mask, lengths
 
 
 # Batch rows per slice of DIN's attention tower: rows * T is about this many.
@@ -166,20 +177,35 @@ class DIN(Layer):
         return torch.cat([self._logits(q, k, blocks) for q, k in parts])
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        keys: Any,
+        mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) or (B, T, H).
+        """queries (B, H), keys (B, T, H), mask (B, T) or lengths (B,) -> (B, H) or (B, T, H).
+
+        ``keys`` may also be jagged (:class:`monolith_layers.Jagged` or a
+        TorchRec ``JaggedTensor``), padded once on entry.
 
         On the fast path the layer runs over slices of the batch of about
         ``POSITIONS_PER_CHUNK`` positions: the tower's (B, T, hidden)
         intermediates and the pooling's (B, T, H) products then stay
         cache-sized and their memory is reused from slice to slice (1.6-1.8x
         faster fwd+bwd at B=1024, T=50, [80, 40, 1] on CPU; see
-        benchmarks/README.md).
+        benchmarks/README.md). When padding leaves fewer than ``PACKED_FILL``
+        of the positions real, the tower runs on the real positions only
+        (gathered, in slices of the same size) and the pooling scatters
+        them back.
         """
-        queries, keys, mask = _check_query_keys(
-            self, queries, keys, self.embed_dim, self.embed_dim, mask
+        queries, keys, mask, lengths = _check_query_keys(
+            self, queries, keys, self.embed_dim, self.embed_dim, mask, lengths
         )
+        mask = padding_mask(mask, lengths, keys.shape[1])
+        if fast_paths_on() and mask is not None and mask.numel():
+            real = mask.nonzero(as_tuple=True)
+            if len(real[0]) < PACKED_FILL * mask.numel():
+                return self._jagged_forward(queries, keys, real)
         keys = zero_padded(keys, mask)  # DIEN's helpers do this themselves; DIN reads keys raw
         keep = None if mask is None else mask.unsqueeze(-1)
         if fast_paths_on():
@@ -200,6 +226,39 @@ class DIN(Layer):
         if self._summary is not None:  # checked here to skip the concatenation when off
             self._summarize_histogram(f"{self.name}_attention_outputs", torch.cat(all_weights))
         return torch.cat(pooled)
+
+    def _jagged_forward(self, queries, keys, real) -> torch.Tensor:
+        """The tower on the real positions ``real = (rows, cols)`` only, in slices.
+
+        The first layer per position p of row b: ``q_b @ (W1 + W3) + bias +
+        k_p @ (W2 - W3) + (k_p * q_b) @ W4`` (the factored form without
+        per-row kernels); pooled sums are accumulated with ``index_add``.
+        """
+        query_kernel, key_base, w4, bias = self._first_layer_blocks()
+        per_row = queries @ query_kernel
+        if bias is not None:
+            per_row = per_row + bias
+        batch, steps, width = keys.shape
+        summed = self.mode == "sum"
+        out = keys.new_zeros(batch, width) if summed else keys.new_zeros(batch * steps, width)
+        all_weights = []
+        for rows, cols in zip(*(part.split(POSITIONS_PER_CHUNK) for part in real), strict=True):
+            k = keys[rows, cols]  # (P, H)
+            first = torch.addmm(per_row.index_select(0, rows), k, key_base)
+            first = first.addmm(k * queries.index_select(0, rows), w4)
+            weights = self.compress_tower.run_from(first, 1)  # (P, 1)
+            if self.decay:
+                weights = weights / self.embed_dim**0.5
+            all_weights.append(weights)
+            if summed:
+                out.index_add_(0, rows, weights * k)
+            else:
+                out.index_add_(0, rows * steps + cols, weights * k)
+        if self._summary is not None:
+            dense = keys.new_zeros(batch, steps, 1)
+            dense[real] = torch.cat(all_weights)
+            self._summarize_histogram(f"{self.name}_attention_outputs", dense)
+        return out if summed else out.view(batch, steps, width)
 
     def _pool(self, keys, weights, keep, summarize: bool = True):
         """Scale, mask and apply the attention weights (rows, T, 1) to keys (rows, T, H)."""
@@ -305,25 +364,39 @@ class DIEN(Layer):
     def forward(
         self,
         queries: torch.Tensor,
-        keys: torch.Tensor,
+        keys: Any,
         mask: torch.Tensor | None = None,
         neg_keys: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """queries (B, U), keys (B, T, D), mask (B, T) -> (B, U).
+        """queries (B, U), keys (B, T, D), mask (B, T) or lengths (B,) -> (B, U).
 
-        ``neg_keys`` (B, T, D), sampled non-clicked behaviours aligned with
-        ``keys``, adds the paper's auxiliary loss to ``losses`` (see
-        :meth:`auxiliary_loss`); without it the layer adds no loss.
+        ``keys`` may also be jagged (:class:`monolith_layers.Jagged` or a
+        TorchRec ``JaggedTensor``, padded once on entry; ``neg_keys`` is
+        then jagged too). ``neg_keys`` (B, T, D), sampled non-clicked
+        behaviours aligned with ``keys``, adds the paper's auxiliary loss to
+        ``losses`` (see :meth:`auxiliary_loss`); without it the layer adds
+        no loss. Both recurrences compute real steps only (see
+        :func:`~monolith_layers.dynamic_rnn_with_attention`).
         """
-        queries, keys, mask = _check_query_keys(
-            self, queries, keys, self.num_units, self.input_dim, mask
+        if neg_keys is not None and mask is None and lengths is None:
+            neg_keys = unjag(self.where, neg_keys, None, None)[0]
+        queries, keys, mask, lengths = _check_query_keys(
+            self, queries, keys, self.num_units, self.input_dim, mask, lengths
         )
-        interests, _ = gru_sequence(self.gru_cell, keys, mask=mask)
+        interests, _ = gru_sequence(self.gru_cell, keys, mask=mask, lengths=lengths)
+        mask = padding_mask(mask, lengths, keys.shape[1])
         self._forward_losses = []
         if neg_keys is not None:
             self._forward_losses = [self.auxiliary_loss(interests, keys, neg_keys, mask)]
         scores = self.attention(queries, interests, mask)
-        _, final_state = dynamic_rnn_with_attention(self.augru_cell, interests, scores, mask=mask)
+        _, final_state = dynamic_rnn_with_attention(
+            self.augru_cell,
+            interests,
+            scores,
+            mask=mask if lengths is None else None,
+            lengths=lengths,
+        )
         return final_state
 
     def auxiliary_loss(
@@ -438,16 +511,23 @@ class DMR_U2I(Layer):
         return masked_softmax(logits, mask, dim=1)
 
     def forward(
-        self, items: torch.Tensor, user_seq: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        user_seq: Any,
+        mask: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """items (B, item_dim), user_seq (B, T, user_dim), mask (B, T) -> (B, item_dim)."""
+        """items (B, item_dim), user_seq (B, T, user_dim), mask (B, T) or lengths (B,)
+        -> (B, item_dim). ``user_seq`` may be jagged (padded once to T = seq_len)."""
         where = self.where
+        user_seq, lengths = unjag(where, user_seq, mask, lengths, self.seq_len)
         user_seq = check_shape(where, "user_seq", user_seq, (None, self.seq_len, self.user_dim))
         items = check_shape(where, "items", items, (user_seq.shape[0], self.item_dim))
         self.check_input_dtype("user_seq", user_seq)
         self.check_input_dtype("items", items)
+        mask, lengths = check_padding(where, mask, lengths, user_seq.shape[0], self.seq_len)
+        mask = padding_mask(mask, lengths, self.seq_len)
         if mask is not None:
-            mask = check_mask(where, mask, user_seq.shape[0], self.seq_len)
             user_seq = zero_padded(user_seq, mask)
         alpha = self.attention(user_seq, mask)
         merged = torch.bmm(alpha.unsqueeze(1), user_seq).squeeze(1)  # (B, user_dim)
