@@ -22,7 +22,8 @@ def lognormal(batch: int, cap: int, median_share: float = 0.2, sigma: float = 1.
 
 def ml100k(batch: int, cap: int, seed: int = 0):
     """(B,) lengths sampled from the ML-100K training histories capped at ``cap``;
-    None when ``recbole`` (the data) is not installed."""
+    None when ``recbole`` (the data) is not installed. Empty histories (a
+    user's first click) are left out: the peers' packing refuses length 0."""
     from monolith_layers.data import DataConfig, DataError, build_datasets, load_dataset
 
     try:
@@ -31,7 +32,8 @@ def ml100k(batch: int, cap: int, seed: int = 0):
         return None
     train = build_datasets(log, DataConfig(max_len=cap))[0]
     rng = np.random.default_rng(seed)
-    return torch.from_numpy(rng.choice(train.history_len, size=batch).astype(np.int64))
+    nonempty = train.history_len[train.history_len > 0]
+    return torch.from_numpy(rng.choice(nonempty, size=batch).astype(np.int64))
 
 
 def describe(lengths: torch.Tensor, cap: int) -> str:

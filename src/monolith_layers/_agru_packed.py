@@ -40,27 +40,30 @@ def _forward(x, w_x, b_x, w_gh, w_ch, h0, a, packing: Packing, mode: str, act: s
     states = x.new_empty(batch + packing.total, units)
     states[:batch] = h0
     widest = packing.sizes[0] if packing.sizes else 0
-    gates, cands = x.new_empty(widest, 2 * units), x.new_empty(widest, units)
+    gates = packing.prefixes(x.new_empty(widest, 2 * units))
+    cands = packing.prefixes(x.new_empty(widest, units))
+    one = x.new_ones(())
     for t0, t1 in packing.chunks(3 * units):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         xp = torch.addmm(b_x, x[r0:r1], w_x)  # [gates (2U) | candidate (U)]
-        damp = None if mode != "AUGRU" else torch.sub(1.0, a[r0:r1])
-        for t in range(t0, t1):
-            n, lo, base = packing.sizes[t], packing.offsets[t] - r0, packing.prev_base(t)
-            prev, rows = states[base : base + n], xp[lo : lo + n]
-            g = torch.addmm(rows[:, : 2 * units], prev, w_gh, out=gates[:n]).sigmoid_()
+        xg = packing.steps_of(xp[:, : 2 * units], t0, t1)
+        xc = packing.steps_of(xp[:, 2 * units :], t0, t1)
+        new = packing.steps_of(states[batch + r0 : batch + r1], t0, t1)
+        if mode == "AGRU":
+            z_t = packing.steps_of(a[r0:r1], t0, t1)
+        elif mode == "AUGRU":
+            damp_t = packing.steps_of(torch.sub(1.0, a[r0:r1]), t0, t1)
+        for i, t in enumerate(range(t0, t1)):
+            n, base = packing.sizes[t], packing.prev_base(t)
+            prev = states[base : base + n]
+            g = torch.addmm(xg[i], prev, w_gh, out=gates[n]).sigmoid_()
             u = g[:, units:]
-            c = activate_(
-                torch.addmm(
-                    rows[:, 2 * units :], g[:, :units] * prev, w_ch, beta=k, alpha=k, out=cands[:n]
-                ),
-                act,
-            )
+            pre = torch.addmm(xc[i], g[:, :units] * prev, w_ch, beta=k, alpha=k, out=cands[n])
             if mode == "AUGRU":
-                z = torch.addcmul(damp.new_ones(()), damp[lo : lo + n], u, value=-1.0)
+                z = torch.addcmul(one, damp_t[i], u, value=-1.0)
             else:
-                z = u if mode == "none" else a[r0 + lo : r0 + lo + n]
-            torch.lerp(prev, c, z, out=states[batch + r0 + lo : batch + r0 + lo + n])
+                z = u if mode == "none" else z_t[i]
+            torch.lerp(prev, activate_(pre, act), z, out=new[i])
     return states
 
 
@@ -108,7 +111,8 @@ class _AGRUPacked(torch.autograd.Function):
         x, w_x, b_x, w_gh, w_ch, states, a = ctx.saved_tensors
         packing, mode = ctx.packing, ctx.mode
         batch, units = packing.batch, w_gh.shape[0]
-        dh = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
+        dh_all = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
+        dh = packing.prefixes(dh_all)
         d_x = x.new_empty(x.shape) if ctx.needs_input_grad[0] else None
         d_a = a.new_empty(a.shape) if a is not None and ctx.needs_input_grad[6] else None
         d_w_x, d_b_x = torch.zeros_like(w_x), torch.zeros_like(b_x)
@@ -123,17 +127,32 @@ class _AGRUPacked(torch.autograd.Function):
             )
             pairs = prev.new_empty(r1 - r0, 2 * units)  # [dq | dh] per step
             d_xp = prev.new_empty(r1 - r0, 3 * units)  # [d gates-pre | d candidate-pre]
-            d_out = d_states[batch + r0 : batch + r1]
-            for t in range(t1 - 1, t0 - 1, -1):
-                n, lo = packing.sizes[t], packing.offsets[t] - r0
-                hi = lo + n
-                dh_n, p, d = dh[:n], pairs[lo:hi], d_xp[lo:hi]
-                dh_t = torch.add(dh_n, d_out[lo:hi], out=p[:, units:])
-                dc = torch.mul(dh_t, z_act[lo:hi], out=d[:, 2 * units :])
-                dq = torch.mm(dc, w_ch_t, out=p[:, :units])
-                torch.mul(p, coefs[lo:hi], out=d[:, : 2 * units])
-                carry = torch.mul(dh_t, keep[lo:hi]).addcmul_(dq, r[lo:hi])
-                torch.addmm(carry, d[:, : 2 * units], w_gh_t, out=dh_n)
+            views = [
+                packing.steps_of(t, t0, t1)
+                for t in (
+                    d_states[batch + r0 : batch + r1],
+                    z_act,
+                    coefs,
+                    keep,
+                    r,
+                    pairs,
+                    pairs[:, :units],
+                    pairs[:, units:],
+                    d_xp[:, : 2 * units],
+                    d_xp[:, 2 * units :],
+                )
+            ]
+            for i in range(t1 - t0 - 1, -1, -1):
+                d_out, z_act_t, coef_t, keep_t, r_t, pair, dq_t, dh_t, d_g, d_c = (
+                    v[i] for v in views
+                )
+                dh_n = dh[d_out.shape[0]]
+                torch.add(dh_n, d_out, out=dh_t)
+                dc = torch.mul(dh_t, z_act_t, out=d_c)
+                dq = torch.mm(dc, w_ch_t, out=dq_t)
+                torch.mul(pair, coef_t, out=d_g)
+                carry = torch.mul(dh_t, keep_t).addcmul_(dq, r_t)
+                torch.addmm(carry, d_g, w_gh_t, out=dh_n)
             if d_a is not None:
                 d_z = pairs[:, units:].mul_(diff)  # dL/dz; pairs is spent
                 if mode == "AUGRU":
@@ -145,7 +164,7 @@ class _AGRUPacked(torch.autograd.Function):
             d_b_x.add_(d_xp.sum(0))
             d_w_gh.addmm_(prev.t(), d_xp[:, : 2 * units])
             d_w_ch.addmm_(q.t(), d_xp[:, 2 * units :])
-        d_h0 = dh.add_(d_states[:batch])
+        d_h0 = dh_all.add_(d_states[:batch])
         return d_x, d_w_x, d_b_x, d_w_gh, d_w_ch, d_h0, d_a, None, None, None
 
 

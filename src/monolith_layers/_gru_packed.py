@@ -55,22 +55,22 @@ def _forward(x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> torch
     states = x.new_empty(batch + packing.total, units)
     states[:batch] = h0
     widest = packing.sizes[0] if packing.sizes else 0
-    gh, zr, hh = (x.new_empty(widest, w * units) for w in (3, 2, 1))
+    gh, zr, hh = (packing.prefixes(x.new_empty(widest, w * units)) for w in (3, 2, 1))
     for t0, t1 in packing.chunks(3 * units):
-        r0 = packing.offsets[t0]
-        gi = _project(x[r0 : packing.offsets[t1]], kernel, b_in, act)
-        for t in range(t0, t1):
-            n, lo, base = packing.sizes[t], packing.offsets[t] - r0, packing.prev_base(t)
-            prev, rows = states[base : base + n], gi[lo : lo + n]
-            gh_t = torch.addmm(b_r, prev, w_r, out=gh[:n])
-            zr_t = torch.add(rows[:, : 2 * units], gh_t[:, : 2 * units], out=zr[:n]).sigmoid_()
-            pre = torch.addcmul(
-                rows[:, 2 * units :], zr_t[:, units:], gh_t[:, 2 * units :], value=k, out=hh[:n]
-            )
-            cand, z = activate_(pre, act), zr_t[:, :units]
-            # Keras's order, z * h + (1 - z) * hh, so float32 rounding matches.
-            new = states[batch + r0 + lo : batch + r0 + lo + n]
-            torch.mul(z, prev, out=new).addcmul_(1.0 - z, cand)
+        r0, r1 = packing.offsets[t0], packing.offsets[t1]
+        gi = _project(x[r0:r1], kernel, b_in, act)
+        gi_zr = packing.steps_of(gi[:, : 2 * units], t0, t1)
+        gi_h = packing.steps_of(gi[:, 2 * units :], t0, t1)
+        new = packing.steps_of(states[batch + r0 : batch + r1], t0, t1)
+        for i, t in enumerate(range(t0, t1)):
+            n, base = packing.sizes[t], packing.prev_base(t)
+            prev, gh_t = states[base : base + n], gh[n]
+            torch.addmm(b_r, prev, w_r, out=gh_t)
+            zr_t = torch.add(gi_zr[i], gh_t[:, : 2 * units], out=zr[n]).sigmoid_()
+            pre = torch.addcmul(gi_h[i], zr_t[:, units:], gh_t[:, 2 * units :], value=k, out=hh[n])
+            # h = z h + (1 - z) hh, as hh + z (h - hh): one fused operation
+            # (the dense scan keeps Keras's order for bit-level parity).
+            torch.lerp(activate_(pre, act), prev, zr_t[:, :units], out=new[i])
     return states
 
 
@@ -111,7 +111,8 @@ class _GRUPacked(torch.autograd.Function):
         x, kernel, b_in, w_r, b_r, states = ctx.saved_tensors
         packing = ctx.packing
         batch, units = packing.batch, w_r.shape[0]
-        dh = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
+        dh_all = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
+        dh = packing.prefixes(dh_all)
         d_x = x.new_empty(x.shape) if ctx.needs_input_grad[0] else None
         d_kernel, d_b_in = torch.zeros_like(kernel), torch.zeros_like(b_in)
         d_w_r, d_b_r = torch.zeros_like(w_r), torch.zeros_like(b_r)
@@ -120,20 +121,29 @@ class _GRUPacked(torch.autograd.Function):
             r0, r1 = packing.offsets[t0], packing.offsets[t1]
             prev = packing.prev_states(states, t0, t1)
             z, c1, c2 = _chunk_factors(x[r0:r1], kernel, b_in, prev, w_r, b_r, ctx.act)
-            grads = z.new_empty(r1 - r0, 4 * units)  # [dhpre | dz | dr | dgh_h]
-            d_out = d_states[batch + r0 : batch + r1]
-            for t in range(t1 - 1, t0 - 1, -1):
-                n, lo = packing.sizes[t], packing.offsets[t] - r0
-                hi, pair = lo + n, (n, 2, units)
-                g, dh_n = grads[lo:hi], dh[:n]
-                dh_n.add_(d_out[lo:hi])
-                torch.mul(dh_n.unsqueeze(1), c1[lo:hi].view(pair), out=g[:, : 2 * units].view(pair))
-                torch.mul(
-                    g[:, :units].unsqueeze(1),
-                    c2[lo:hi].view(pair),
-                    out=g[:, 2 * units :].view(pair),
+            # Per step, as (n, k, U) views: grads = [dhpre | dz | dr | dgh_h].
+            grads = z.new_empty(r1 - r0, 4, units)
+            views = [
+                packing.steps_of(t, t0, t1)
+                for t in (
+                    d_states[batch + r0 : batch + r1],
+                    z,
+                    c1.view(-1, 2, units),
+                    c2.view(-1, 2, units),
+                    grads[:, :2],
+                    grads[:, :1],
+                    grads[:, 2:],
+                    grads[:, 1:].reshape(-1, 3 * units),
                 )
-                torch.addmm(dh_n * z[lo:hi], g[:, units:], w_r_t, out=dh_n)
+            ]
+            for i in range(t1 - t0 - 1, -1, -1):
+                d_out, z_t, c1_t, c2_t, g_h_z, g_h, g_r_gh, d_gh = (v[i] for v in views)
+                dh_n = dh[d_out.shape[0]]
+                dh_n.add_(d_out)
+                torch.mul(dh_n.unsqueeze(1), c1_t, out=g_h_z)
+                torch.mul(g_h, c2_t, out=g_r_gh)
+                torch.addmm(dh_n * z_t, d_gh, w_r_t, out=dh_n)
+            grads = grads.view(-1, 4 * units)
             d_gi = torch.cat([grads[:, units : 3 * units], grads[:, :units]], dim=1)  # z, r, h
             if d_x is not None:
                 torch.mm(d_gi, kernel.t(), out=d_x[r0:r1])
@@ -142,7 +152,7 @@ class _GRUPacked(torch.autograd.Function):
             d_gh = grads[:, units:]
             d_w_r.addmm_(prev.t(), d_gh)
             d_b_r.add_(d_gh.sum(0))
-        d_h0 = dh.add_(d_states[:batch])
+        d_h0 = dh_all.add_(d_states[:batch])
         return d_x, d_kernel, d_b_in, d_w_r, d_b_r, d_h0, None, None
 
 

@@ -71,6 +71,15 @@ class Packing:
                 start = t
         return ranges
 
+    def steps_of(self, rows: torch.Tensor, t0: int, t1: int) -> tuple[torch.Tensor, ...]:
+        """``rows`` (the packed rows of steps t0 .. t1-1, and any trailing dims)
+        split into one view per step; views made in one call keep the loops lean."""
+        return rows.split(self.sizes[t0:t1])
+
+    def prefixes(self, buffer: torch.Tensor) -> dict[int, torch.Tensor]:
+        """``{n: buffer[:n]}`` for every step width n: the rows a step updates."""
+        return {n: buffer[:n] for n in set(self.sizes)}
+
     def prev_states(self, states: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
         """The states steps ``t0 .. t1-1`` read, row-aligned with their packed rows."""
         sizes = self.sizes

@@ -1,0 +1,332 @@
+"""Length-aware recurrences and jagged inputs: the packed paths against the references."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import monolith_layers._packing as packing_module
+from monolith_layers import (
+    DIEN,
+    DIN,
+    DMR_U2I,
+    AGRUCell,
+    Jagged,
+    KerasGRUCell,
+    dynamic_rnn_with_attention,
+    fused,
+    gru_sequence,
+    static_rnn_with_attention,
+)
+from monolith_layers._agru_packed import _AGRUPacked
+from monolith_layers._gru_packed import _GRUPacked
+from monolith_layers._packing import plan_packing, plan_scan
+
+
+@pytest.fixture(params=["packed", "routed"])
+def route(request, monkeypatch):
+    """'packed': every fused call runs packed; 'routed': the default choice."""
+    if request.param == "packed":
+        monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
+    return request.param
+
+
+def _mask(lengths, steps):
+    return torch.arange(steps) < torch.as_tensor(lengths).unsqueeze(1)
+
+
+# -- the layout --
+
+
+def test_packing_layout_sorts_rows_by_length():
+    p = plan_packing(3, 4, lengths=torch.tensor([2, 0, 3]))
+    assert p.sizes == (2, 2, 1) and p.offsets == (0, 2, 4, 5)
+    assert p.perm.tolist() == [2, 0, 1]
+    # step 0: rows 2, 0; step 1: rows 2, 0; step 2: row 2 (flat index b * T + t)
+    assert p.src_index.tolist() == [8, 0, 9, 1, 10]
+    # final states: row 0 after step 1 (packed row 3), row 1 its initial state
+    # (buffer row 2, its sorted position), row 2 after step 2 (packed row 4)
+    assert p.final_index.tolist() == [3 + 3, 2, 3 + 4]
+
+
+def test_packing_of_a_mask_with_holes_follows_the_real_slots():
+    mask = torch.tensor([[False, True, False, True], [True, True, True, False]])
+    p = plan_packing(2, 4, mask=mask)
+    assert p.sizes == (2, 2, 1)
+    assert p.src_index.tolist() == [4, 1, 5, 3, 6]
+
+
+def test_full_rows_pack_as_a_plain_transpose():
+    assert plan_packing(3, 4).dense
+    assert plan_packing(3, 4, lengths=torch.tensor([4, 4, 4])).dense
+    assert plan_packing(3, 4, mask=torch.ones(3, 4, dtype=torch.bool)).dense
+    assert not plan_packing(3, 4, lengths=torch.tensor([4, 3, 4])).dense
+
+
+def test_plan_scan_routes_by_padding_and_history_size(monkeypatch):
+    full = plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True)
+    assert full is None  # dense scan, history kept
+    short = torch.tensor([1, 2, 3, 10, 1, 1, 2, 3])
+    assert plan_scan(8, 10, 4, None, short, torch.device("cpu"), True) is not None
+    monkeypatch.setattr(packing_module, "DENSE_HISTORY_LIMIT", 100)
+    assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True) is not None
+    assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=False) is None
+
+
+# -- recurrences against the step-by-step references --
+
+
+def _padding(draw_lengths, steps, holes, seed):
+    """(mask, lengths) for a case: left-aligned lengths or a mask with holes."""
+    lengths = torch.tensor(draw_lengths)
+    if not holes:
+        return None, lengths
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(len(draw_lengths), steps, generator=g) < 0.5, None
+
+
+def _grads(outs, cot, leaves):
+    total = sum((o * c).sum() for o, c in zip(outs, cot, strict=True))
+    return torch.autograd.grad(total, leaves, allow_unused=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.integers(1, 6),
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    holes=st.booleans(),
+    act=st.sampled_from(["tanh", "relu", "sigmoid"]),
+)
+def test_gru_sequence_packed_equals_reference(steps, lengths, holes, act):
+    lengths = [min(n, steps) for n in lengths]
+    torch.manual_seed(len(lengths) * 7 + steps)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packing_module, "PACKED_FILL", 2.0)
+        cell = KerasGRUCell(3, activation=act, input_dim=2).double()
+        batch = len(lengths)
+        x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
+        h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
+        mask, lens = _padding(lengths, steps, holes, steps)
+        want = gru_sequence(cell, x, h0, mask, fast=False, lengths=lens)
+        got = gru_sequence(cell, x, h0, mask, lengths=lens)
+        with torch.no_grad():
+            inferred = gru_sequence(cell, x, h0, mask, lengths=lens)
+        for g, i, w in zip(got, inferred, want, strict=True):
+            torch.testing.assert_close(g, w)
+            torch.testing.assert_close(i, w)
+        cot = [torch.randn_like(w) for w in want]
+        leaves = [x, h0, *cell.parameters()]
+        for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    steps=st.integers(1, 6),
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=5),
+    holes=st.booleans(),
+    mode=st.sampled_from(["AGRU", "AUGRU", None]),
+    act=st.sampled_from(["tanh", "relu"]),
+)
+def test_attention_rnn_packed_equals_reference(steps, lengths, holes, mode, act):
+    lengths = [min(n, steps) for n in lengths]
+    torch.manual_seed(len(lengths) * 5 + steps)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packing_module, "PACKED_FILL", 2.0)
+        cell = AGRUCell(3, att_type=mode or "AGRU", activation=act, input_dim=2).double()
+        batch = len(lengths)
+        x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
+        h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
+        att = None
+        if mode is not None:
+            att = torch.rand(batch, steps, dtype=torch.float64, requires_grad=True)
+        mask, lens = _padding(lengths, steps, holes, steps)
+        want = static_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+        got = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+        with torch.no_grad():
+            inferred = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+        for g, i, w in zip(got, inferred, want, strict=True):
+            torch.testing.assert_close(g, w)
+            torch.testing.assert_close(i, w)
+        cot = [torch.randn_like(w) for w in want]
+        leaves = [x, h0, *cell.parameters()] + ([att] if att is not None else [])
+        for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_packed_paths_ignore_nan_and_inf_in_padding(route):
+    torch.manual_seed(0)
+    cell = AGRUCell(4, att_type="AUGRU", input_dim=3)
+    gru = KerasGRUCell(4, input_dim=3)
+    lengths = torch.tensor([5, 1, 0, 3])
+    x = torch.randn(4, 5, 3)
+    att = torch.rand(4, 5)
+    dirty_x, dirty_att = x.clone(), att.clone()
+    pad = ~_mask(lengths, 5)
+    dirty_x[pad] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    dirty_att[pad] = float("nan")
+    results = []
+    for xs, scores in ((x, att), (dirty_x, dirty_att)):
+        xs = xs.clone().requires_grad_()
+        out, final = dynamic_rnn_with_attention(cell, xs, scores, lengths=lengths)
+        g_out, g_final = gru_sequence(gru, xs, lengths=lengths)
+        loss = out.sum() + final.sum() + g_out.sum() + g_final.sum()
+        grads = torch.autograd.grad(loss, [xs, *cell.parameters(), *gru.parameters()])
+        results.append((out, final, g_out, g_final, *grads))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[1], [0], [3, 0, 2, 3], [0, 0], [2, 2, 2]],
+    ids=["B=1,T=1", "one empty row", "mixed", "all padding", "full"],
+)
+def test_gradcheck_packed_gru_backward(lengths):
+    steps = max(max(lengths), 1)
+    packing = plan_packing(len(lengths), steps, lengths=torch.tensor(lengths))
+    torch.manual_seed(1)
+    d, u = 2, 3
+
+    def new(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    x, kernel, b_in = new(packing.total, d), new(d, 3 * u), new(3 * u)
+    w_r, b_r, h0 = new(u, 3 * u), new(3 * u), new(len(lengths), u)
+    for act in ("tanh", "sigmoid", "linear"):
+
+        def fn(*args, act=act):
+            return _GRUPacked.apply(*args, packing, act)
+
+        assert torch.autograd.gradcheck(fn, (x, kernel, b_in, w_r, b_r, h0), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
+@pytest.mark.parametrize("lengths", [[1], [3, 0, 2, 3], [0, 0]], ids=["B=1,T=1", "mixed", "empty"])
+def test_gradcheck_packed_attention_backward(mode, lengths):
+    steps = max(max(lengths), 1)
+    packing = plan_packing(len(lengths), steps, lengths=torch.tensor(lengths))
+    torch.manual_seed(2)
+    d, u = 2, 3
+
+    def new(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    x, w_x, b_x = new(packing.total, d), new(d, 3 * u), new(3 * u)
+    w_gh, w_ch, h0 = new(u, 2 * u), new(u, u), new(len(lengths), u)
+    att = None if mode == "none" else torch.rand(packing.total, 1, dtype=torch.float64)
+    if att is not None:
+        att.requires_grad_()
+    for act in ("tanh", "sigmoid", "linear"):
+
+        def fn(*args, act=act):
+            return _AGRUPacked.apply(*args, packing, mode, act)
+
+        inputs = (x, w_x, b_x, w_gh, w_ch, h0, att)
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_packed_backward_saves_only_states_and_inputs(monkeypatch):
+    # Memory: what the training forward keeps is the packed inputs and the
+    # (B + N, U) states, not per-step gates and candidates.
+    monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
+    batch, steps, dim, units = 16, 30, 8, 8
+    lengths = torch.randint(1, steps + 1, (batch,))
+    real = int(lengths.sum())
+    x = torch.randn(batch, steps, dim, requires_grad=True)
+    for name, run in {
+        "gru": lambda: gru_sequence(KerasGRUCell(units, input_dim=dim), x, lengths=lengths),
+        "agru": lambda: dynamic_rnn_with_attention(
+            AGRUCell(units, att_type="AUGRU", input_dim=dim),
+            x,
+            torch.rand(batch, steps),
+            lengths=lengths,
+        ),
+    }.items():
+        storages = {}
+
+        def keep(t):
+            # Views share memory: count every storage once, floats only.
+            if t.is_floating_point():
+                storage = t.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            run()
+        per_step_values = sum(n for n in storages.values() if n >= 4 * real) / (4 * real)
+        # packed inputs (D) + states (U, plus B initial rows) + scores (1); the
+        # dense scan keeps about 8U per step on top.
+        assert per_step_values < dim + units + 2 + math.ceil(batch * units / real), name
+
+
+# -- lengths and jagged inputs on the layers --
+
+
+def test_lengths_must_be_valid_integers():
+    cell = KerasGRUCell(3, input_dim=2)
+    x = torch.randn(2, 4, 2)
+    with pytest.raises(TypeError, match="gru_sequence: lengths must be an integer tensor"):
+        gru_sequence(cell, x, lengths=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 4\].*from 1 to 5"):
+        gru_sequence(cell, x, lengths=torch.tensor([1, 5]))
+    with pytest.raises(ValueError, match=r"lengths must have shape \(2\), got \(3\)"):
+        gru_sequence(cell, x, lengths=torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="pass mask or lengths, not both"):
+        gru_sequence(cell, x, mask=torch.ones(2, 4), lengths=torch.tensor([1, 2]))
+    din = DIN([4, 1], embed_dim=2)
+    with pytest.raises(ValueError, match=r"DIN\(din\): lengths must lie in \[0, 4\]"):
+        din(torch.randn(2, 2), x, lengths=torch.tensor([-1, 2]))
+
+
+@pytest.mark.parametrize("mode", ["sum", "elementwise"])
+def test_din_on_real_positions_equals_the_dense_reference(mode):
+    torch.manual_seed(3)
+    din = DIN([6, 3, 1], activation="relu", embed_dim=4, mode=mode, decay=True)
+    q = torch.randn(6, 4)
+    k = torch.randn(6, 8, 4, requires_grad=True)
+    lengths = torch.tensor([8, 0, 1, 2, 3, 1])  # 15 of 48 real: the jagged path
+    got = din(q, k, lengths=lengths)
+    with fused(False):
+        want = din(q, k, _mask(lengths, 8))
+    torch.testing.assert_close(got, want)
+    cot = torch.randn_like(want)
+    leaves = [k, *din.parameters()]
+    for a, b in zip(_grads([got], [cot], leaves), _grads([want], [cot], leaves), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_jagged_inputs_are_padded_once_and_equal_lengths():
+    torch.manual_seed(4)
+    lengths = torch.tensor([3, 0, 5, 1])
+    values = torch.randn(int(lengths.sum()), 4)
+    jagged = Jagged(values, lengths)
+    padded, back = jagged.to_padded(6)
+    assert padded.shape == (4, 6, 4) and torch.equal(back, lengths)
+    assert torch.equal(padded[2, :5], values[3:8]) and padded[1].abs().sum() == 0
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    assert torch.equal(Jagged.from_offsets(values, offsets).lengths, lengths)
+
+    class TorchRecLike:  # the two methods of torchrec's JaggedTensor the layers read
+        def values(self):
+            return values
+
+        def lengths(self):
+            return lengths
+
+    q = torch.randn(4, 4)
+    keys = jagged.to_padded()[0]
+    din, dien = DIN([4, 1], embed_dim=4), DIEN(4, input_dim=4)
+    dmr = DMR_U2I(3, seq_len=6, user_dim=4, item_dim=4)
+    for jag in (jagged, TorchRecLike()):
+        torch.testing.assert_close(din(q, jag), din(q, keys, lengths=lengths))
+        torch.testing.assert_close(dien(q, jag), dien(q, keys, lengths=lengths))
+        torch.testing.assert_close(dmr(q, jag), dmr(q, padded, lengths=lengths))
+    with pytest.raises(ValueError, match="carries its own lengths"):
+        din(q, jagged, lengths=lengths)
+    with pytest.raises(ValueError, match="lengths sum to 9 but values has 8 rows"):
+        Jagged(values[:8], lengths)
+    with pytest.raises(ValueError, match="a row has 5 steps, more than T = 4"):
+        jagged.to_padded(4)
