@@ -36,6 +36,7 @@ def child(batch: int, steps: int, dim: int, lengths: str) -> dict:
 
     sys.path.insert(0, str(HERE))
     import lengths as lengths_module
+
     from monolith_layers import DIEN
 
     torch.set_num_threads(2)

@@ -247,7 +247,7 @@ def test_packed_backward_saves_only_states_and_inputs(monkeypatch):
     }.items():
         storages = {}
 
-        def keep(t):
+        def keep(t, storages=storages):
             # Views share memory: count every storage once, floats only.
             if t.is_floating_point():
                 storage = t.untyped_storage()
