@@ -179,7 +179,7 @@ def plan_packing(
 # The dense scans keep about 8U values per (step, row) for their backward;
 # past this many (T * B * U) a training call runs packed (states only) even
 # without padding, which bounds its memory at a small cost in speed.
-DENSE_HISTORY_LIMIT = 1 << 23
+DENSE_HISTORY_LIMIT = 1 << 22
 # Skipping padding pays once at most this share of the (B, T) slots is real.
 PACKED_FILL = 0.75
 
