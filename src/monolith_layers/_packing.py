@@ -178,7 +178,9 @@ def plan_packing(
 
 # The dense scans keep about 8U values per (step, row) for their backward;
 # past this many (T * B * U) a training call runs packed (states only) even
-# without padding, which bounds its memory at a small cost in speed.
+# without padding. That bounds its memory, and at that size it is faster too:
+# DIEN fwd+bwd on 2 CPU threads was slower packed at 3.3M (B=512, T=200,
+# U=32) and faster from 6.5M (B=1024, T=200), 1.3x at B=4096, T=200, U=64.
 DENSE_HISTORY_LIMIT = 1 << 22
 # Skipping padding pays once at most this share of the (B, T) slots is real.
 PACKED_FILL = 0.75

@@ -10,7 +10,10 @@ One step, with ``x`` (B, D), ``h`` (B, U), attention ``a`` (B, 1)::
 
 Every variant is ``h' = h + z * (c - h)`` for an update weight ``z``
 (``u``, ``a`` or ``1 - (1 - a) * u``); a padded step is ``z = 0``. The fast
-path in :mod:`monolith_layers._agru_scan` is built on that form.
+paths are built on that form: :mod:`monolith_layers._agru_scan` over the
+padded batch, keeping per-step history for its backward, and
+:mod:`monolith_layers._agru_packed` over the real steps only, keeping just
+the states (chosen by :func:`monolith_layers._packing.plan_scan`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ One step, with ``x`` (B, D), ``h`` (B, U), Keras gate order z, r, h::
     h' = z * h + (1 - z) * hh
 
 :func:`gru_sequence` runs it over (B, T, D) with an optional padding mask
-(a padded step keeps the state and outputs zeros); the fast path is in
-:mod:`monolith_layers._gru_scan`.
+or lengths (a padded step keeps the state and outputs zeros); the fast paths
+are :mod:`monolith_layers._gru_scan` (padded batch, per-step history) and
+:mod:`monolith_layers._gru_packed` (real steps only, states only).
 """
 
 from __future__ import annotations
