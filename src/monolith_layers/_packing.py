@@ -160,18 +160,13 @@ def plan_packing(
         cols = order.index_select(0, perm)[:, :longest].t()
     real = step_ids.unsqueeze(1) < sorted_lengths.unsqueeze(0)  # (T', B), a prefix per step
     src_index = (perm.unsqueeze(0) * steps + cols)[real]
-    starts = torch.tensor(offsets[:-1], device=device)
-    last_step = (sorted_lengths - 1).clamp_min(0)
+    # Sorted row i ends at packed row offsets[L_i - 1] + i, or in its initial state.
     rows = torch.arange(batch, device=device)
-    final_sorted = (
-        torch.where(
-            sorted_lengths > 0,
-            batch + starts[last_step.clamp_max(max(longest - 1, 0))] + rows,
-            rows,
-        )
-        if longest
-        else rows
-    )
+    final_sorted = rows
+    if longest:
+        starts = torch.tensor(offsets[:-1], device=device)
+        last = batch + starts[(sorted_lengths - 1).clamp_min(0)] + rows
+        final_sorted = torch.where(sorted_lengths > 0, last, rows)
     final_index = torch.empty_like(final_sorted).index_copy_(0, perm, final_sorted)
     return Packing(batch, steps, sizes, tuple(offsets), perm, src_index, final_index)
 
