@@ -202,10 +202,8 @@ class DIN(Layer):
             self, queries, keys, self.embed_dim, self.embed_dim, mask, lengths
         )
         mask = padding_mask(mask, lengths, keys.shape[1])
-        if fast_paths_on() and mask is not None and mask.numel():
-            real = mask.nonzero(as_tuple=True)
-            if len(real[0]) < PACKED_FILL * mask.numel():
-                return self._jagged_forward(queries, keys, real)
+        if fast_paths_on() and mask is not None and int(mask.sum()) < PACKED_FILL * mask.numel():
+            return self._jagged_forward(queries, keys, mask.nonzero(as_tuple=True))
         keys = zero_padded(keys, mask)  # DIEN's helpers do this themselves; DIN reads keys raw
         keep = None if mask is None else mask.unsqueeze(-1)
         if fast_paths_on():
