@@ -9,6 +9,8 @@ does not see torch's allocations, hence a fresh process per case. Cases:
 full-length histories, and log-normal lengths (median 20 % of T, see
 ``lengths.py``) passed as a mask. ``--baseline REV`` runs the same cases
 on the package as it was at git revision REV (exported to a temp dir).
+The step's wall time (one cold step in a fresh process: a rough figure) is
+printed too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,11 +53,19 @@ def child(batch: int, steps: int, dim: int, lengths: str) -> dict:
         mask = torch.arange(steps) < real.unsqueeze(1)
     cotangent = torch.randn(batch, dim)
     before = _rss_mb()
+    start = time.perf_counter()
     out = layer(queries, keys, mask)
     torch.autograd.backward(out, cotangent)
+    seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     input_mb = keys.numel() * 4 / 2**20
-    return {"before_mb": before, "peak_mb": peak, "step_mb": peak - before, "keys_mb": input_mb}
+    return {
+        "before_mb": before,
+        "peak_mb": peak,
+        "step_mb": peak - before,
+        "keys_mb": input_mb,
+        "seconds": seconds,
+    }
 
 
 def run(source: Path, args, lengths: str) -> dict:
@@ -91,14 +102,14 @@ def main() -> None:
     if args.baseline:
         sources[f"baseline {args.baseline}"] = export(args.baseline)
     print(f"DIEN (AUGRU) training step, B={args.batch}, T={args.steps}, E=U={args.dim}")
-    print("| code | lengths | keys MB | RSS before MB | step peak MB | peak / keys |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| code | lengths | keys MB | RSS before MB | step peak MB | peak / keys | step s |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, source in sources.items():
         for lengths in ("full", "lognormal"):
             r = run(source, args, lengths)
             print(
                 f"| {name} | {lengths} | {r['keys_mb']:.0f} | {r['before_mb']:.0f} | "
-                f"{r['step_mb']:.0f} | {r['step_mb'] / r['keys_mb']:.1f}x |"
+                f"{r['step_mb']:.0f} | {r['step_mb'] / r['keys_mb']:.1f}x | {r['seconds']:.1f} |"
             )
 
 

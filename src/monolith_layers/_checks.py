@@ -67,6 +67,13 @@ def check_mask(where: str, mask: object, batch: int, steps: int) -> torch.Tensor
     return mask >= 1
 
 
+def check_integer(where: str, arg: str, tensor: torch.Tensor) -> torch.Tensor:
+    """An integer (not bool) tensor, returned as int64: lengths, offsets."""
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(f"{where}: {arg} must be an integer tensor, got {tensor.dtype}")
+    return tensor.long()
+
+
 def check_float(
     where: str, arg: str, value: object, expected: torch.dtype | None = None
 ) -> torch.Tensor:

@@ -196,8 +196,12 @@ def plan_scan(
     (``keeps_history``), its per-step history stays under
     ``DENSE_HISTORY_LIMIT``; packed otherwise.
     """
-    packing = plan_packing(batch, steps, mask, lengths, device)
-    mostly_real = packing.total >= PACKED_FILL * batch * steps
-    if mostly_real and not (keeps_history and steps * batch * units > DENSE_HISTORY_LIMIT):
-        return None
-    return packing
+    history_too_big = keeps_history and steps * batch * units > DENSE_HISTORY_LIMIT
+    if not history_too_big:
+        # Count the real slots before building any index: the dense scan needs none.
+        real = batch * steps if mask is None and lengths is None else None
+        if real is None:
+            real = int(mask.sum() if mask is not None else lengths.sum())
+        if real >= PACKED_FILL * batch * steps:
+            return None
+    return plan_packing(batch, steps, mask, lengths, device)

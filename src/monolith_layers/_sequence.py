@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_float, check_mask, check_shape
+from ._checks import check_float, check_integer, check_mask, check_shape
 
 
 def zero_padded(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -27,9 +27,7 @@ def check_lengths(where: str, lengths: object, batch: int, steps: int) -> torch.
 
     Returns them as int64 on their own device.
     """
-    lengths = check_shape(where, "lengths", lengths, (batch,))
-    if lengths.dtype == torch.bool or lengths.is_floating_point() or lengths.is_complex():
-        raise TypeError(f"{where}: lengths must be an integer tensor, got {lengths.dtype}")
+    lengths = check_integer(where, "lengths", check_shape(where, "lengths", lengths, (batch,)))
     if batch:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > steps:
@@ -37,7 +35,7 @@ def check_lengths(where: str, lengths: object, batch: int, steps: int) -> torch.
                 f"{where}: lengths must lie in [0, {steps}] (T = {steps}), "
                 f"got values from {low} to {high}"
             )
-    return lengths.long()
+    return lengths
 
 
 def lengths_to_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_shape, check_tensor
+from ._checks import check_integer, check_shape, check_tensor
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ class Jagged:
             raise ValueError(
                 f"{where}: values must be (N, F), got shape {tuple(self.values.shape)}"
             )
-        lengths = check_shape(where, "lengths", self.lengths, (None,))
-        if lengths.dtype == torch.bool or lengths.is_floating_point():
-            raise TypeError(f"{where}: lengths must be an integer tensor, got {lengths.dtype}")
+        lengths = check_integer(
+            where, "lengths", check_shape(where, "lengths", self.lengths, (None,))
+        )
         if len(lengths) and int(lengths.min()) < 0:
             raise ValueError(f"{where}: lengths must be >= 0, got {int(lengths.min())}")
         if int(lengths.sum()) != self.values.shape[0]:
@@ -42,7 +42,7 @@ class Jagged:
                 f"{where}: lengths sum to {int(lengths.sum())} but values has "
                 f"{self.values.shape[0]} rows"
             )
-        object.__setattr__(self, "lengths", lengths.long())
+        object.__setattr__(self, "lengths", lengths)
 
     @classmethod
     def from_offsets(cls, values: torch.Tensor, offsets: torch.Tensor) -> Jagged:
