@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.distributed as dist
-from distributed import process_group, spawn
+from distributed import spawn
 
 from monolith_layers import DIEN, DIN, MLP
 
@@ -33,14 +33,13 @@ def _model():
     return Model().double()
 
 
-def _worker(rank, world, port, out_path):
-    with process_group(rank, world, port):
-        model = torch.nn.parallel.DistributedDataParallel(_model())
-        q, k, mask, y = (t.chunk(world)[rank] for t in _data())
-        loss = torch.nn.functional.mse_loss(model(q, k, mask), y)
-        loss.backward()
-        if rank == 0:
-            torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_path)
+def _worker(rank, world, out_path):
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    q, k, mask, y = (t.chunk(world)[rank] for t in _data())
+    loss = torch.nn.functional.mse_loss(model(q, k, mask), y)
+    loss.backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.module.named_parameters()}, out_path)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

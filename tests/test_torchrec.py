@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("torchrec")
 
-from distributed import process_group, spawn  # noqa: E402
+from distributed import spawn  # noqa: E402
 
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate  # noqa: E402
 from monolith_layers.models import CTRModel, ModelConfig  # noqa: E402
@@ -64,25 +64,24 @@ def test_embedding_collection_model_equals_the_plain_model():
     torch.testing.assert_close(torchrec_model(batch), plain(batch))
 
 
-def _worker(rank, world, port, sharding_type, folder):
-    with process_group(rank, world, port):
-        torch.set_num_threads(1)
-        batch, config = _setup()
-        torch.manual_seed(0)
-        reference = TorchRecCTRModel(config)
-        sharded = shard(TorchRecCTRModel(config, device="meta"), sharding_type)
-        _copy_into(sharded.state_dict(), reference.state_dict())
-        local = {k: v.chunk(world)[rank] for k, v in batch.items()}
-        out = sharded(local)  # training mode: DIEN's auxiliary loss uses the negatives
-        want = reference(local)
-        loss = out.sum() + sum(
-            m._forward_losses[0] for m in sharded.modules() if getattr(m, "_forward_losses", None)
-        )
-        loss.backward()
-        torch.save(
-            {"out": out.detach(), "want": want.detach()},
-            os.path.join(folder, f"{sharding_type}{rank}.pt"),
-        )
+def _worker(rank, world, sharding_type, folder):
+    torch.set_num_threads(1)
+    batch, config = _setup()
+    torch.manual_seed(0)
+    reference = TorchRecCTRModel(config)
+    sharded = shard(TorchRecCTRModel(config, device="meta"), sharding_type)
+    _copy_into(sharded.state_dict(), reference.state_dict())
+    local = {k: v.chunk(world)[rank] for k, v in batch.items()}
+    out = sharded(local)  # training mode: DIEN's auxiliary loss uses the negatives
+    want = reference(local)
+    loss = out.sum() + sum(
+        m._forward_losses[0] for m in sharded.modules() if getattr(m, "_forward_losses", None)
+    )
+    loss.backward()
+    torch.save(
+        {"out": out.detach(), "want": want.detach()},
+        os.path.join(folder, f"{sharding_type}{rank}.pt"),
+    )
 
 
 @pytest.mark.parametrize("sharding_type", ["table_wise", "column_wise"])

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from distributed import free_port, process_group, spawn
+from distributed import free_port, spawn
 
 from monolith_layers.cli import main
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
@@ -35,24 +35,23 @@ def _setup():
     return splits, config
 
 
-def _worker(rank, world, port, folder):
-    with process_group(rank, world, port):
-        torch.set_num_threads(1)
-        (train, valid, test), config = _setup()
-        torch.manual_seed(0)
-        model = CTRModel(config)
-        train_config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, progress=False)
-        trainer = Trainer(model, train_config, os.path.join(folder, "run"))
-        result = trainer.fit(train, valid)
-        metrics = trainer.evaluate(test)
-        torch.save(
-            {
-                "state": model.state_dict(),
-                "metrics": metrics,
-                "losses": [r.train_loss for r in result.history],
-            },
-            os.path.join(folder, f"rank{rank}.pt"),
-        )
+def _worker(rank, world, folder):
+    torch.set_num_threads(1)
+    (train, valid, test), config = _setup()
+    torch.manual_seed(0)
+    model = CTRModel(config)
+    train_config = TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=5, progress=False)
+    trainer = Trainer(model, train_config, os.path.join(folder, "run"))
+    result = trainer.fit(train, valid)
+    metrics = trainer.evaluate(test)
+    torch.save(
+        {
+            "state": model.state_dict(),
+            "metrics": metrics,
+            "losses": [r.train_loss for r in result.history],
+        },
+        os.path.join(folder, f"rank{rank}.pt"),
+    )
 
 
 def test_two_process_training_agrees_with_itself_and_with_one_process(tmp_path):

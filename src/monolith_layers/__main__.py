@@ -1,7 +1,5 @@
 """``python -m monolith_layers``: the same CLI as ``monolith-layers``."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

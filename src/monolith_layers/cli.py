@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEMO_MODELS = ("mean", "din", "dien", "dmr", "din+irazor")
 # The demo's settings: 2 epochs of the default synthetic data take ~4 minutes on 2 cores.
@@ -27,6 +28,9 @@ QUICK_MODEL = {
     "dmr_cmp_dim": 16,
 }
 QUICK_SYNTHETIC = {"num_users": 3000, "max_events": 40}
+
+# Set when this process trains data-parallel under torchrun (see entry()).
+_joined_process_group = False
 
 DATA_HELP = (
     "'synthetic' (default: generated, no files needed), 'ml-100k' (from the recbole "
@@ -191,7 +195,9 @@ def cmd_train(args) -> int:
     """Train one model; under torchrun, data parallel over the launched processes."""
     from .train import init_distributed
 
+    global _joined_process_group
     rank, world = init_distributed()
+    _joined_process_group = world > 1
     try:
         return _train(args, rank, world)
     finally:
@@ -465,5 +471,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``monolith-layers`` command: :func:`main`, then leave with its exit code."""
+    code = main()
+    if _joined_process_group:
+        # DDP keeps its gloo group's threads alive past destroy_process_group; met
+        # by C++ static destruction at interpreter exit they now and then abort a
+        # rank that has finished its work (SIGABRT, a failed torchrun). Everything
+        # is written by now, so skip that teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
