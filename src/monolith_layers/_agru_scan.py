@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._fused import (
     activate_,
     derivative_from_output,
@@ -85,6 +86,12 @@ def _scan_forward(xp, w_gh, w_ch, h0, a, m, mode: str, act: str, history: bool):
         z_t = per_step(z_all)
         keep_t = (torch.ones_like(a) if m is None else m).unbind(0)
         damp_t = (1.0 - a if m is None else m * (1.0 - a)).unbind(0)
+    native = _native.usable(xp, w_gh, w_ch, h0, a, m)
+    if native is not None:
+        z_arg = z_all if mode != "none" else None
+        codes = _native.MODES[mode], _native.ACTIVATIONS[act]
+        native.agru_forward(xp, w_gh, w_ch, states, gates, cands, z_arg, a, m, *codes, history)
+        return states, gates, cands, z_all
     state_t, gate_t, cand_t = states.unbind(0), per_step(gates), per_step(cands)
     reset_t, update_t = per_step(gates[..., :units]), per_step(gates[..., units:])
     xg_t, xc_t = xg.unbind(0), xc.unbind(0)
@@ -167,24 +174,14 @@ class _AGRUScan(torch.autograd.Function):
         d_xp = gates.new_empty(steps, batch, 3 * units)  # [d gate-pre | d candidate-pre]
         d_gates, d_cand = d_xp[..., : 2 * units], d_xp[..., 2 * units :]
         dh = d_final if d_final is not None else cands.new_zeros(batch, units)
-        w_ch_t, w_gh_t = w_ch.t(), w_gh.t()
-        d_out_t = None if d_outputs is None else d_outputs.unbind(0)
-        dq_t, dh_t = pairs[..., :units].unbind(0), pairs[..., units:].unbind(0)
-        pair_t, coef_t = pairs.unbind(0), coefs.unbind(0)
-        d_gate_t, d_cand_t = d_gates.unbind(0), d_cand.unbind(0)
-        z_act_t, z_t, reset_t = z_act.unbind(0), z_all.unbind(0), r.unbind(0)
-        for t in range(steps - 1, -1, -1):
-            if d_out_t is None:
-                dh = dh_t[t].copy_(dh)
-            else:
-                dh = torch.add(dh, d_out_t[t], out=dh_t[t])
-            dc = torch.mul(dh, z_act_t[t], out=d_cand_t[t])
-            dq = torch.mm(dc, w_ch_t, out=dq_t[t])
-            torch.mul(pair_t[t], coef_t[t], out=d_gate_t[t])
-            # dh_{t-1} = dh_t (1 - z_t) + dq_t r_t + d_gates_t @ W_gh^T
-            dh = torch.addcmul(dh, dh, z_t[t], value=-1.0).addcmul_(dq, reset_t[t])
-            dh.addmm_(d_gate_t[t], w_gh_t)
-
+        native = _native.usable(cands, dh, d_outputs)
+        if native is not None:
+            if d_outputs is not None:
+                d_outputs = d_outputs.contiguous()  # e.g. the expanded gradient of a sum
+            buffers = (z_act, z_all, gates, coefs, pairs, d_xp, w_gh, w_ch)
+            dh = native.agru_backward(d_outputs, dh, *buffers)
+        else:
+            dh = _backward_loop(d_outputs, dh, z_act, z_all, gates, coefs, pairs, d_xp, w_gh, w_ch)
         flat = steps * batch
         d_att = None
         if mode != "none" and ctx.needs_input_grad[4]:
@@ -206,6 +203,31 @@ class _AGRUScan(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _backward_loop(d_outputs, dh, z_act, z_all, gates, coefs, pairs, d_xp, w_gh, w_ch):
+    """The backward's time loop in Python: fills pairs and d_xp, returns dL/dh_0."""
+    steps, units = z_act.shape[0], gates.shape[2] // 2
+    r = gates[..., :units]
+    d_gates, d_cand = d_xp[..., : 2 * units], d_xp[..., 2 * units :]
+    w_ch_t, w_gh_t = w_ch.t(), w_gh.t()
+    d_out_t = None if d_outputs is None else d_outputs.unbind(0)
+    dq_t, dh_t = pairs[..., :units].unbind(0), pairs[..., units:].unbind(0)
+    pair_t, coef_t = pairs.unbind(0), coefs.unbind(0)
+    d_gate_t, d_cand_t = d_gates.unbind(0), d_cand.unbind(0)
+    z_act_t, z_t, reset_t = z_act.unbind(0), z_all.unbind(0), r.unbind(0)
+    for t in range(steps - 1, -1, -1):
+        if d_out_t is None:
+            dh = dh_t[t].copy_(dh)
+        else:
+            dh = torch.add(dh, d_out_t[t], out=dh_t[t])
+        dc = torch.mul(dh, z_act_t[t], out=d_cand_t[t])
+        dq = torch.mm(dc, w_ch_t, out=dq_t[t])
+        torch.mul(pair_t[t], coef_t[t], out=d_gate_t[t])
+        # dh_{t-1} = dh_t (1 - z_t) + dq_t r_t + d_gates_t @ W_gh^T
+        dh = torch.addcmul(dh, dh, z_t[t], value=-1.0).addcmul_(dq, reset_t[t])
+        dh.addmm_(d_gate_t[t], w_gh_t)
+    return dh
 
 
 def agru_scan(cell, inputs, att_scores, init_state, mask):

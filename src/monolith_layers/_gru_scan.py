@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._fused import (
     activate_,
     derivative_from_output,
@@ -50,14 +51,19 @@ def _scan_forward(gi, w_r, b_r, h0, m, act: str, history: bool):
     """
     steps, batch, units = gi.shape[0], gi.shape[1], gi.shape[2] // 3
     kept = steps if history else 1
-    k = pre_scale(act)
-    gi_h = gi[..., 2 * units :] * k if k != 1.0 else gi[..., 2 * units :]
     states = gi.new_empty(steps + 1, batch, units)
     states[0] = h0
     gh = gi.new_empty(kept, batch, 3 * units)
     zr = gi.new_empty(kept, batch, 2 * units)
     hh = gi.new_empty(kept, batch, units)
     carry = None if m is None else gi.new_empty(kept, batch, units)
+    native = _native.usable(gi, w_r, b_r, h0)
+    if native is not None:
+        code = _native.ACTIVATIONS[act]
+        native.gru_forward(gi, w_r, b_r, states, gh, zr, hh, carry, m, code, history)
+        return states, gh, zr, hh, carry
+    k = pre_scale(act)
+    gi_h = gi[..., 2 * units :] * k if k != 1.0 else gi[..., 2 * units :]
 
     def per_step(buffer):
         # Per-step views, made once: indexing a Python list costs nothing.
@@ -126,6 +132,13 @@ class _GRUScan(torch.autograd.Function):
         d_gh = hh.new_empty(steps, batch, 3 * units)
         d_gi = hh.new_empty(steps, batch, 3 * units)
         dh = d_final if d_final is not None else hh.new_zeros(batch, units)
+        native = _native.usable(hh, dh, d_outputs)
+        if native is not None:
+            if d_outputs is not None:
+                d_outputs = d_outputs.contiguous()  # e.g. the expanded gradient of a sum
+            coefs = (h_coef, z_coef, r_coef, zr, carry, w_r)
+            dh = native.gru_backward(d_outputs, dh, *coefs, d_gh, d_gi)
+            return _gru_grads(d_gh, d_gi, prev, dh)
         w_r_t = w_r.t()
         d_out_t = None if d_outputs is None else d_outputs.unbind(0)
         d_gh_t, d_h_pre_t = d_gh.unbind(0), d_gi[..., 2 * units :].unbind(0)
@@ -141,11 +154,17 @@ class _GRUScan(torch.autograd.Function):
             torch.mul(d_h_pre, r_coef_t[t], out=d_r_t[t])
             torch.mul(d_h_pre, r_t[t], out=d_ghh_t[t])
             dh = torch.mul(dh, carry_t[t]).addmm_(d_gh_t[t], w_r_t)
-        d_gi[..., : 2 * units] = d_gh[..., : 2 * units]  # z and r pre-activations add gi + gh
-        flat = steps * batch
-        d_w_r = prev.reshape(flat, units).t() @ d_gh.reshape(flat, 3 * units)
-        d_b_r = d_gh.sum(dim=(0, 1))
-        return d_gi, d_w_r, d_b_r, dh, None, None
+        return _gru_grads(d_gh, d_gi, prev, dh)
+
+
+def _gru_grads(d_gh, d_gi, prev, dh):
+    """The backward's results once the loop has filled d_gh and d_gi's candidate part."""
+    steps, batch, units = prev.shape
+    d_gi[..., : 2 * units] = d_gh[..., : 2 * units]  # z and r pre-activations add gi + gh
+    flat = steps * batch
+    d_w_r = prev.reshape(flat, units).t() @ d_gh.reshape(flat, 3 * units)
+    d_b_r = d_gh.sum(dim=(0, 1))
+    return d_gi, d_w_r, d_b_r, dh, None, None
 
 
 def gru_scan(cell, inputs, init_state, mask):

@@ -1,0 +1,118 @@
+"""The native (C++) time loops of the fused recurrences, built on first use.
+
+``csrc/recurrences.cpp`` runs the per-step work of :mod:`._gru_scan` and
+:mod:`._agru_scan` (a step's matmuls plus one pass over its elementwise work)
+without a Python round trip per tensor op. It is compiled once per machine
+with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are
+needed; about a minute) into torch's extension cache, tuned for the CPU it
+runs on. Where it cannot be built, the same loops run in Python: results are
+equal to float rounding either way.
+
+``MONOLITH_LAYERS_NATIVE=0`` (or :func:`set_native(False) <set_native>`)
+keeps to the Python loops; the default ``1`` builds and uses the kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+ENV_VAR = "MONOLITH_LAYERS_NATIVE"
+SOURCE = Path(__file__).with_name("csrc") / "recurrences.cpp"
+FLAGS = ["-O3", "-march=native", "-ffast-math"]
+ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
+MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
+
+_log = logging.getLogger(__name__)
+_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+_module: ModuleType | None = None
+_failed = False
+
+
+def set_native(enabled: bool) -> bool:
+    """Use (True) or skip (False) the native time loops; returns the old setting."""
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_native: enabled must be a bool, got {enabled!r}")
+    previous, _enabled = _enabled, enabled
+    return previous
+
+
+def _cpu_name() -> str:
+    # -march=native code must not be reused on another CPU sharing the cache.
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build_name() -> str:
+    key = "\n".join(
+        [
+            SOURCE.read_text(),
+            torch.__version__,
+            " ".join(FLAGS),
+            _cpu_name(),
+            platform.python_version(),
+        ]
+    )
+    return "monolith_layers_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def kernels() -> ModuleType | None:
+    """The compiled module, building it on the first call; None when off or unbuildable."""
+    global _module, _failed
+    if not _enabled or _failed:
+        return None
+    if _module is None:
+        from torch.utils import cpp_extension
+
+        name = _build_name()
+        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+        folder = Path(root) / name
+        if not (folder / f"{name}.so").exists():
+            _log.warning(
+                "monolith_layers: compiling the native recurrence kernels into %s (once per "
+                "machine, about a minute; %s=0 skips them)",
+                folder,
+                ENV_VAR,
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _module = cpp_extension.load(
+                name=name,
+                sources=[str(SOURCE)],
+                extra_cflags=FLAGS,
+                build_directory=str(folder),
+                verbose=False,
+            )
+        except Exception as err:  # no compiler, no ninja, no headers: the Python loops remain
+            _failed = True
+            warnings.warn(
+                f"monolith_layers: the native recurrence kernels could not be built ({err}); "
+                f"using the Python loops (same results, slower). Set {ENV_VAR}=0 to skip the attempt.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+    return _module
+
+
+def usable(*tensors: torch.Tensor | None) -> ModuleType | None:
+    """The kernels if they can run on these tensors (CPU, float32 / float64), else None."""
+    dtypes = {t.dtype for t in tensors if t is not None}
+    devices = {t.device.type for t in tensors if t is not None}
+    if devices != {"cpu"} or len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.float64):
+        return None
+    return kernels()

@@ -1,0 +1,346 @@
+// Time loops of the fused recurrences (see _gru_scan.py and _agru_scan.py for
+// the maths and the buffer layout), in C++ so that a step costs its matmuls and
+// one pass over its elementwise work instead of a dozen dispatched tensor ops.
+//
+// Every buffer is time-major (T, B, width) with unit stride along the last
+// axis; rows may be strided (views into wider buffers). The Python side
+// allocates and owns all buffers; these loops only fill them.
+//
+// Built on the machine that runs it (torch.utils.cpp_extension, see
+// _native.py), with -ffast-math so that exp and tanh vectorise.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace {
+
+enum Act : int64_t { kTanh = 0, kSigmoid = 1, kRelu = 2, kLinear = 3 };
+enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
+
+// Rows of at least this many elements per thread before a step is split.
+constexpr int64_t kGrainElements = 16384;
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// The activation in place over n values; the switch stays outside the loops so
+// that each loop vectorises (exp and tanh through the vector math library).
+template <typename T>
+void activate(T* __restrict x, int64_t n, int64_t act) {
+  switch (act) {
+    case kTanh:
+      for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
+      break;
+    case kSigmoid:
+      for (int64_t j = 0; j < n; ++j) x[j] = sigmoid(x[j]);
+      break;
+    case kRelu:
+      for (int64_t j = 0; j < n; ++j) x[j] = x[j] > T(0) ? x[j] : T(0);
+      break;
+    default:
+      break;
+  }
+}
+
+// Row b of step t of a (T, B, width) buffer, plus a column offset. A buffer of
+// width 1 (a per-row factor such as AGRU's score) is read as that one value
+// for every column: col = 0.
+template <typename T>
+struct Rows {
+  T* data = nullptr;
+  int64_t step = 0, row = 0, col = 1;
+
+  Rows() = default;
+  Rows(const at::Tensor& x, int64_t column = 0)
+      : data(x.data_ptr<T>() + column), step(x.stride(0)), row(x.stride(1)) {
+    TORCH_CHECK(x.dim() == 3 && (x.stride(2) == 1 || x.size(2) == 1),
+                "recurrence buffers must be (T, B, W) with unit last stride");
+    col = x.size(2) == 1 ? 0 : 1;
+  }
+  explicit operator bool() const { return data != nullptr; }
+  T* at(int64_t t, int64_t b) const { return data + t * step + b * row; }
+};
+
+template <typename T>
+Rows<T> optional_rows(const c10::optional<at::Tensor>& x, int64_t column = 0) {
+  return x.has_value() && x->defined() ? Rows<T>(*x, column) : Rows<T>();
+}
+
+// One step's rows in parallel: fn(b) for b in [0, batch).
+template <typename Fn>
+void each_row(int64_t batch, int64_t width, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(width, 1));
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) fn(b);
+  });
+}
+
+// ---------------------------------------------------------------- Keras GRU
+
+template <typename T>
+void gru_forward_impl(const at::Tensor& gi, const at::Tensor& w_r, const at::Tensor& b_r,
+                      const at::Tensor& states, const at::Tensor& gh, const at::Tensor& zr,
+                      const at::Tensor& hh, const c10::optional<at::Tensor>& carry,
+                      const c10::optional<at::Tensor>& m, int64_t act, bool history) {
+  const int64_t steps = gi.size(0), batch = gi.size(1), units = states.size(2);
+  const Rows<T> gi_r(gi), state_r(states), gh_r(gh), zr_r(zr), hh_r(hh);
+  const Rows<T> carry_r = optional_rows<T>(carry), m_r = optional_rows<T>(m);
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t k = history ? t : 0;
+    at::Tensor gh_t = gh.select(0, k);
+    at::addmm_out(gh_t, b_r, states.select(0, t), w_r);
+    each_row(batch, 3 * units, [&](int64_t b) {
+      const T* __restrict x = gi_r.at(t, b);
+      const T* __restrict g = gh_r.at(k, b);
+      const T* __restrict h = state_r.at(t, b);
+      T* __restrict zr_b = zr_r.at(k, b);
+      T* __restrict hh_b = hh_r.at(k, b);
+      T* __restrict next = state_r.at(t + 1, b);
+      const T keep = m_r ? *m_r.at(t, b) : T(1);
+      T* __restrict w_b = carry_r ? carry_r.at(k, b) : nullptr;
+      for (int64_t j = 0; j < 2 * units; ++j) zr_b[j] = sigmoid(x[j] + g[j]);
+      const T* __restrict r = zr_b + units;
+      for (int64_t j = 0; j < units; ++j) hh_b[j] = x[2 * units + j] + r[j] * g[2 * units + j];
+      activate(hh_b, units, act);
+      if (m_r) {
+        // w = z m + 1 - m: a padded step (m = 0) keeps h exactly.
+        for (int64_t j = 0; j < units; ++j) {
+          const T w = zr_b[j] * keep + (T(1) - keep);
+          w_b[j] = w;
+          next[j] = w * h[j] + (T(1) - w) * hh_b[j];
+        }
+      } else {
+        // Keras's order, z h + (1 - z) hh, so that float32 rounding matches it.
+        for (int64_t j = 0; j < units; ++j) next[j] = zr_b[j] * h[j] + (T(1) - zr_b[j]) * hh_b[j];
+      }
+    });
+  }
+}
+
+template <typename T>
+at::Tensor gru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Tensor dh,
+                             const at::Tensor& h_coef, const at::Tensor& z_coef,
+                             const at::Tensor& r_coef, const at::Tensor& zr,
+                             const at::Tensor& carry, const at::Tensor& w_r,
+                             const at::Tensor& d_gh, const at::Tensor& d_gi) {
+  const int64_t steps = h_coef.size(0), batch = h_coef.size(1), units = h_coef.size(2);
+  const Rows<T> dout_r = optional_rows<T>(d_outputs), hc_r(h_coef), zc_r(z_coef), rc_r(r_coef);
+  const Rows<T> r_r(zr, units), w_r_rows(carry), dgh_r(d_gh), dgi_r(d_gi, 2 * units);
+  const at::Tensor w_r_t = w_r.t();
+  dh = dh.contiguous().clone();
+  at::Tensor next = at::empty_like(dh);
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* dh_p = dh.data_ptr<T>();
+    T* next_p = next.data_ptr<T>();
+    each_row(batch, 3 * units, [&](int64_t b) {
+      T* __restrict g = dh_p + b * units;
+      const T* __restrict d_out = dout_r ? dout_r.at(t, b) : nullptr;
+      const T* __restrict hc = hc_r.at(t, b);
+      const T* __restrict zc = zc_r.at(t, b);
+      const T* __restrict rc = rc_r.at(t, b);
+      const T* __restrict r = r_r.at(t, b);
+      const T* __restrict w = w_r_rows.at(t, b);
+      T* __restrict dgh = dgh_r.at(t, b);
+      T* __restrict d_hpre = dgi_r.at(t, b);
+      T* __restrict carried = next_p + b * units;
+      if (d_out) {
+        for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+      }
+      for (int64_t j = 0; j < units; ++j) {
+        const T gj = g[j];
+        const T dp = gj * hc[j];
+        d_hpre[j] = dp;
+        dgh[j] = gj * zc[j];
+        dgh[units + j] = dp * rc[j];
+        dgh[2 * units + j] = dp * r[j];
+        carried[j] = gj * w[j];
+      }
+    });
+    next.addmm_(d_gh.select(0, t), w_r_t);
+    std::swap(dh, next);
+  }
+  return dh;
+}
+
+// ------------------------------------------------------- attention GRU (AGRU)
+
+template <typename T>
+void agru_forward_impl(const at::Tensor& xp, const at::Tensor& w_gh, const at::Tensor& w_ch,
+                       const at::Tensor& states, const at::Tensor& gates, const at::Tensor& cands,
+                       const c10::optional<at::Tensor>& z_all, const c10::optional<at::Tensor>& a,
+                       const c10::optional<at::Tensor>& m, int64_t mode, int64_t act,
+                       bool history) {
+  const int64_t steps = xp.size(0), batch = xp.size(1), units = states.size(2);
+  const at::Tensor xg = xp.narrow(2, 0, 2 * units), xc = xp.narrow(2, 2 * units, units);
+  const Rows<T> state_r(states), gate_r(gates), cand_r(cands);
+  const Rows<T> z_r = optional_rows<T>(z_all), a_r = optional_rows<T>(a), m_r = optional_rows<T>(m);
+  at::Tensor q = at::empty({batch, units}, states.options());
+  T* q_p = q.data_ptr<T>();
+  for (int64_t t = 0; t < steps; ++t) {
+    const int64_t k = history ? t : 0;
+    const at::Tensor h = states.select(0, t);
+    at::Tensor gate_t = gates.select(0, k), cand_t = cands.select(0, k);
+    at::addmm_out(gate_t, xg.select(0, t), h, w_gh);
+    each_row(batch, 2 * units, [&](int64_t b) {
+      T* __restrict g = gate_r.at(k, b);
+      const T* __restrict hb = state_r.at(t, b);
+      T* __restrict qb = q_p + b * units;
+      for (int64_t j = 0; j < 2 * units; ++j) g[j] = sigmoid(g[j]);
+      for (int64_t j = 0; j < units; ++j) qb[j] = g[j] * hb[j];
+    });
+    at::addmm_out(cand_t, xc.select(0, t), q, w_ch);
+    each_row(batch, 2 * units, [&](int64_t b) {
+      const T* __restrict u = gate_r.at(k, b) + units;
+      const T* __restrict hb = state_r.at(t, b);
+      T* __restrict c = cand_r.at(k, b);
+      T* __restrict next = state_r.at(t + 1, b);
+      const T keep = m_r ? *m_r.at(t, b) : T(1);
+      const T score = a_r ? *a_r.at(t, b) : T(0);
+      activate(c, units, act);
+      if (mode == kAGRU) {
+        const T z = *z_r.at(t, b);  // a m: one value per row
+        for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + z * (c[j] - hb[j]);
+      } else if (mode == kAUGRU) {
+        // z = keep - keep (1 - a) u, the same rounding as the Python loop.
+        const T damp = keep * (T(1) - score);
+        T* __restrict zb = z_r.at(k, b);
+        for (int64_t j = 0; j < units; ++j) {
+          zb[j] = keep - damp * u[j];
+          next[j] = hb[j] + zb[j] * (c[j] - hb[j]);
+        }
+      } else {
+        for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + u[j] * keep * (c[j] - hb[j]);
+      }
+    });
+  }
+}
+
+template <typename T>
+at::Tensor agru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Tensor dh,
+                              const at::Tensor& z_act, const at::Tensor& z_all,
+                              const at::Tensor& gates, const at::Tensor& coefs,
+                              const at::Tensor& pairs, const at::Tensor& d_xp,
+                              const at::Tensor& w_gh, const at::Tensor& w_ch) {
+  const int64_t steps = z_act.size(0), batch = z_act.size(1), units = gates.size(2) / 2;
+  const Rows<T> dout_r = optional_rows<T>(d_outputs), za_r(z_act), z_r(z_all), r_r(gates);
+  const Rows<T> coef_r(coefs), pair_r(pairs), dxp_r(d_xp);
+  const at::Tensor w_ch_t = w_ch.t(), w_gh_t = w_gh.t();
+  dh = dh.contiguous().clone();
+  at::Tensor dq = at::empty({batch, units}, dh.options());
+  at::Tensor dc = at::empty({batch, units}, dh.options());
+  T* dq_p = dq.data_ptr<T>();
+  T* dc_p = dc.data_ptr<T>();
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* dh_p = dh.data_ptr<T>();
+    each_row(batch, units, [&](int64_t b) {
+      T* __restrict g = dh_p + b * units;
+      const T* __restrict d_out = dout_r ? dout_r.at(t, b) : nullptr;
+      const T* __restrict za = za_r.at(t, b);
+      T* __restrict pair_h = pair_r.at(t, b) + units;
+      T* __restrict d_cand = dxp_r.at(t, b) + 2 * units;
+      T* __restrict dcb = dc_p + b * units;
+      if (d_out) {
+        for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+      }
+      if (za_r.col == 0) {  // AGRU with a linear candidate: z a m, one value per row
+        for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[0];
+      } else {
+        for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[j];
+      }
+      for (int64_t j = 0; j < units; ++j) {
+        pair_h[j] = g[j];
+        d_cand[j] = dcb[j];
+      }
+    });
+    at::mm_out(dq, dc, w_ch_t);
+    each_row(batch, 2 * units, [&](int64_t b) {
+      T* __restrict g = dh_p + b * units;
+      const T* __restrict dqb = dq_p + b * units;
+      const T* __restrict r = r_r.at(t, b);
+      const T* __restrict z = z_r.at(t, b);
+      const T* __restrict coef = coef_r.at(t, b);
+      T* __restrict pair = pair_r.at(t, b);
+      T* __restrict d_gate = dxp_r.at(t, b);
+      for (int64_t j = 0; j < units; ++j) {
+        pair[j] = dqb[j];
+        d_gate[j] = dqb[j] * coef[j];
+        d_gate[units + j] = g[j] * coef[units + j];
+      }
+      // dh_{t-1} = dh_t (1 - z_t) + dq_t r_t (+ d_gates_t @ W_gh^T below)
+      if (z_r.col == 0) {  // AGRU: one z per row
+        for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[0] + dqb[j] * r[j];
+      } else {
+        for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[j] + dqb[j] * r[j];
+      }
+    });
+    dh.addmm_(d_xp.select(0, t).narrow(1, 0, 2 * units), w_gh_t);
+  }
+  return dh;
+}
+
+void check_cpu(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), name, " must be on the CPU");
+}
+
+}  // namespace
+
+void gru_forward(const at::Tensor& gi, const at::Tensor& w_r, const at::Tensor& b_r,
+                 const at::Tensor& states, const at::Tensor& gh, const at::Tensor& zr,
+                 const at::Tensor& hh, const c10::optional<at::Tensor>& carry,
+                 const c10::optional<at::Tensor>& m, int64_t act, bool history) {
+  check_cpu(gi, "gi");
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_forward", [&] {
+    gru_forward_impl<scalar_t>(gi, w_r, b_r, states, gh, zr, hh, carry, m, act, history);
+  });
+}
+
+at::Tensor gru_backward(const c10::optional<at::Tensor>& d_outputs, const at::Tensor& dh,
+                        const at::Tensor& h_coef, const at::Tensor& z_coef,
+                        const at::Tensor& r_coef, const at::Tensor& zr, const at::Tensor& carry,
+                        const at::Tensor& w_r, const at::Tensor& d_gh, const at::Tensor& d_gi) {
+  check_cpu(dh, "dh");
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(dh.scalar_type(), "gru_backward", [&] {
+    out = gru_backward_impl<scalar_t>(d_outputs, dh, h_coef, z_coef, r_coef, zr, carry, w_r,
+                                      d_gh, d_gi);
+  });
+  return out;
+}
+
+void agru_forward(const at::Tensor& xp, const at::Tensor& w_gh, const at::Tensor& w_ch,
+                  const at::Tensor& states, const at::Tensor& gates, const at::Tensor& cands,
+                  const c10::optional<at::Tensor>& z_all, const c10::optional<at::Tensor>& a,
+                  const c10::optional<at::Tensor>& m, int64_t mode, int64_t act, bool history) {
+  check_cpu(xp, "xp");
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "agru_forward", [&] {
+    agru_forward_impl<scalar_t>(xp, w_gh, w_ch, states, gates, cands, z_all, a, m, mode, act,
+                                history);
+  });
+}
+
+at::Tensor agru_backward(const c10::optional<at::Tensor>& d_outputs, const at::Tensor& dh,
+                         const at::Tensor& z_act, const at::Tensor& z_all,
+                         const at::Tensor& gates, const at::Tensor& coefs,
+                         const at::Tensor& pairs, const at::Tensor& d_xp, const at::Tensor& w_gh,
+                         const at::Tensor& w_ch) {
+  check_cpu(dh, "dh");
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(dh.scalar_type(), "agru_backward", [&] {
+    out = agru_backward_impl<scalar_t>(d_outputs, dh, z_act, z_all, gates, coefs, pairs, d_xp,
+                                       w_gh, w_ch);
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("gru_forward", &gru_forward);
+  module.def("gru_backward", &gru_backward);
+  module.def("agru_forward", &agru_forward);
+  module.def("agru_backward", &agru_backward);
+}
