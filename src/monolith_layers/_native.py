@@ -26,7 +26,7 @@ import torch
 
 ENV_VAR = "MONOLITH_LAYERS_NATIVE"
 SOURCE = Path(__file__).with_name("csrc") / "recurrences.cpp"
-FLAGS = ["-O3", "-march=native", "-ffast-math"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
 
@@ -94,6 +94,7 @@ def kernels() -> ModuleType | None:
                 name=name,
                 sources=[str(SOURCE)],
                 extra_cflags=FLAGS,
+                extra_ldflags=["-fopenmp"],
                 build_directory=str(folder),
                 verbose=False,
             )

@@ -13,6 +13,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -21,8 +22,9 @@ namespace {
 enum Act : int64_t { kTanh = 0, kSigmoid = 1, kRelu = 2, kLinear = 3 };
 enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
 
-// Rows of at least this many elements per thread before a step is split.
-constexpr int64_t kGrainElements = 16384;
+// A step is split over threads only in chunks of at least this many
+// multiply-adds: below that, waking a second thread costs more than it saves.
+constexpr int64_t kGrainWork = 32768;
 
 template <typename T>
 inline T sigmoid(T x) {
@@ -72,52 +74,105 @@ Rows<T> optional_rows(const c10::optional<at::Tensor>& x, int64_t column = 0) {
   return x.has_value() && x->defined() ? Rows<T>(*x, column) : Rows<T>();
 }
 
-// One step's rows in parallel: fn(b) for b in [0, batch).
+// One step over the batch: fn(begin, end) on row ranges, in parallel when each
+// thread gets at least kGrainWork multiply-adds (work_per_row of them per row).
 template <typename Fn>
-void each_row(int64_t batch, int64_t width, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(width, 1));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) fn(b);
-  });
+void row_chunks(int64_t batch, int64_t work_per_row, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(work_per_row, 1));
+  at::parallel_for(0, batch, grain, fn);
+}
+
+// ------------------------------------------------------------ small matmuls
+//
+// The per-step matmuls are (rows, K) @ (K, N) with K and N the unit count (or
+// 2-3 times it): too small for a BLAS call to amortise its threading, so each
+// thread multiplies its own rows here, right beside the elementwise work.
+
+// C[r, :NB] += A[r, :K] @ W[:K, :NB] for R rows, W's rows N apart. The R
+// accumulators are vectors of one cache line each (GCC / Clang vector types),
+// held in registers through the k loop.
+template <typename T, int R, int NB>
+inline void gemm_block(const T* __restrict a, int64_t lda, const T* __restrict w, int64_t k_size,
+                       int64_t n_size, T* __restrict c, int64_t ldc) {
+  typedef T Vec __attribute__((vector_size(NB * sizeof(T))));
+  Vec acc[R];
+  for (int r = 0; r < R; ++r) __builtin_memcpy(&acc[r], c + r * ldc, sizeof(Vec));
+  for (int64_t k = 0; k < k_size; ++k) {
+    Vec wk;
+    __builtin_memcpy(&wk, w + k * n_size, sizeof(Vec));
+    for (int r = 0; r < R; ++r) acc[r] += a[r * lda + k] * wk;
+  }
+  for (int r = 0; r < R; ++r) __builtin_memcpy(c + r * ldc, &acc[r], sizeof(Vec));
+}
+
+// C[:rows, :N] += A[:rows, :K] @ W, W (K, N) contiguous.
+template <typename T>
+void gemm_rows(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_size, T* c,
+               int64_t ldc, int64_t rows) {
+  constexpr int NB = 64 / sizeof(T);  // one cache line of W per k
+  int64_t n0 = 0;
+  for (; n0 + NB <= n_size; n0 += NB) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8)
+      gemm_block<T, 8, NB>(a + r * lda, lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
+    for (; r < rows; ++r)
+      gemm_block<T, 1, NB>(a + r * lda, lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
+  }
+  if (n0 == n_size) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* __restrict cr = c + r * ldc;
+    for (int64_t k = 0; k < k_size; ++k) {
+      const T ak = a[r * lda + k];
+      const T* __restrict wk = w + k * n_size;
+      for (int64_t n = n0; n < n_size; ++n) cr[n] += ak * wk[n];
+    }
+  }
 }
 
 // ---------------------------------------------------------------- Keras GRU
 
 template <typename T>
-void gru_forward_impl(const at::Tensor& gi, const at::Tensor& w_r, const at::Tensor& b_r,
+void gru_forward_impl(const at::Tensor& gi, const at::Tensor& w_r_in, const at::Tensor& b_r_in,
                       const at::Tensor& states, const at::Tensor& gh, const at::Tensor& zr,
                       const at::Tensor& hh, const c10::optional<at::Tensor>& carry,
                       const c10::optional<at::Tensor>& m, int64_t act, bool history) {
   const int64_t steps = gi.size(0), batch = gi.size(1), units = states.size(2);
+  const at::Tensor w_r = w_r_in.contiguous(), b_r = b_r_in.contiguous();
+  const T* w = w_r.data_ptr<T>();
+  const T* bias = b_r.data_ptr<T>();
   const Rows<T> gi_r(gi), state_r(states), gh_r(gh), zr_r(zr), hh_r(hh);
   const Rows<T> carry_r = optional_rows<T>(carry), m_r = optional_rows<T>(m);
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t k = history ? t : 0;
-    at::Tensor gh_t = gh.select(0, k);
-    at::addmm_out(gh_t, b_r, states.select(0, t), w_r);
-    each_row(batch, 3 * units, [&](int64_t b) {
-      const T* __restrict x = gi_r.at(t, b);
-      const T* __restrict g = gh_r.at(k, b);
-      const T* __restrict h = state_r.at(t, b);
-      T* __restrict zr_b = zr_r.at(k, b);
-      T* __restrict hh_b = hh_r.at(k, b);
-      T* __restrict next = state_r.at(t + 1, b);
-      const T keep = m_r ? *m_r.at(t, b) : T(1);
-      T* __restrict w_b = carry_r ? carry_r.at(k, b) : nullptr;
-      for (int64_t j = 0; j < 2 * units; ++j) zr_b[j] = sigmoid(x[j] + g[j]);
-      const T* __restrict r = zr_b + units;
-      for (int64_t j = 0; j < units; ++j) hh_b[j] = x[2 * units + j] + r[j] * g[2 * units + j];
-      activate(hh_b, units, act);
-      if (m_r) {
-        // w = z m + 1 - m: a padded step (m = 0) keeps h exactly.
-        for (int64_t j = 0; j < units; ++j) {
-          const T w = zr_b[j] * keep + (T(1) - keep);
-          w_b[j] = w;
-          next[j] = w * h[j] + (T(1) - w) * hh_b[j];
+    row_chunks(batch, 3 * units * units, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) std::copy(bias, bias + 3 * units, gh_r.at(k, b));
+      gemm_rows(state_r.at(t, begin), state_r.row, w, units, 3 * units, gh_r.at(k, begin),
+                gh_r.row, end - begin);
+      for (int64_t b = begin; b < end; ++b) {
+        const T* __restrict x = gi_r.at(t, b);
+        const T* __restrict g = gh_r.at(k, b);
+        const T* __restrict h = state_r.at(t, b);
+        T* __restrict zr_b = zr_r.at(k, b);
+        T* __restrict hh_b = hh_r.at(k, b);
+        T* __restrict next = state_r.at(t + 1, b);
+        for (int64_t j = 0; j < 2 * units; ++j) zr_b[j] = sigmoid(x[j] + g[j]);
+        const T* __restrict r = zr_b + units;
+        for (int64_t j = 0; j < units; ++j) hh_b[j] = x[2 * units + j] + r[j] * g[2 * units + j];
+        activate(hh_b, units, act);
+        if (m_r) {
+          // w = z m + 1 - m: a padded step (m = 0) keeps h exactly.
+          const T keep = *m_r.at(t, b);
+          T* __restrict w_b = carry_r.at(k, b);
+          for (int64_t j = 0; j < units; ++j) {
+            const T wj = zr_b[j] * keep + (T(1) - keep);
+            w_b[j] = wj;
+            next[j] = wj * h[j] + (T(1) - wj) * hh_b[j];
+          }
+        } else {
+          // Keras's order, z h + (1 - z) hh, so that float32 rounding matches it.
+          for (int64_t j = 0; j < units; ++j)
+            next[j] = zr_b[j] * h[j] + (T(1) - zr_b[j]) * hh_b[j];
         }
-      } else {
-        // Keras's order, z h + (1 - z) hh, so that float32 rounding matches it.
-        for (int64_t j = 0; j < units; ++j) next[j] = zr_b[j] * h[j] + (T(1) - zr_b[j]) * hh_b[j];
       }
     });
   }
@@ -131,38 +186,42 @@ at::Tensor gru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Ten
                              const at::Tensor& d_gh, const at::Tensor& d_gi) {
   const int64_t steps = h_coef.size(0), batch = h_coef.size(1), units = h_coef.size(2);
   const Rows<T> dout_r = optional_rows<T>(d_outputs), hc_r(h_coef), zc_r(z_coef), rc_r(r_coef);
-  const Rows<T> r_r(zr, units), w_r_rows(carry), dgh_r(d_gh), dgi_r(d_gi, 2 * units);
-  const at::Tensor w_r_t = w_r.t();
+  const Rows<T> r_r(zr, units), w_rows(carry), dgh_r(d_gh), dgi_r(d_gi, 2 * units);
+  const at::Tensor w_r_t = w_r.t().contiguous();  // (3U, U)
+  const T* wt = w_r_t.data_ptr<T>();
   dh = dh.contiguous().clone();
   at::Tensor next = at::empty_like(dh);
   for (int64_t t = steps - 1; t >= 0; --t) {
     T* dh_p = dh.data_ptr<T>();
     T* next_p = next.data_ptr<T>();
-    each_row(batch, 3 * units, [&](int64_t b) {
-      T* __restrict g = dh_p + b * units;
-      const T* __restrict d_out = dout_r ? dout_r.at(t, b) : nullptr;
-      const T* __restrict hc = hc_r.at(t, b);
-      const T* __restrict zc = zc_r.at(t, b);
-      const T* __restrict rc = rc_r.at(t, b);
-      const T* __restrict r = r_r.at(t, b);
-      const T* __restrict w = w_r_rows.at(t, b);
-      T* __restrict dgh = dgh_r.at(t, b);
-      T* __restrict d_hpre = dgi_r.at(t, b);
-      T* __restrict carried = next_p + b * units;
-      if (d_out) {
-        for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+    row_chunks(batch, 3 * units * units, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        T* __restrict g = dh_p + b * units;
+        const T* __restrict hc = hc_r.at(t, b);
+        const T* __restrict zc = zc_r.at(t, b);
+        const T* __restrict rc = rc_r.at(t, b);
+        const T* __restrict r = r_r.at(t, b);
+        const T* __restrict w = w_rows.at(t, b);
+        T* __restrict dgh = dgh_r.at(t, b);
+        T* __restrict d_hpre = dgi_r.at(t, b);
+        T* __restrict carried = next_p + b * units;
+        if (dout_r) {
+          const T* __restrict d_out = dout_r.at(t, b);
+          for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+        }
+        for (int64_t j = 0; j < units; ++j) {
+          const T dp = g[j] * hc[j];
+          d_hpre[j] = dp;
+          dgh[j] = g[j] * zc[j];
+          dgh[units + j] = dp * rc[j];
+          dgh[2 * units + j] = dp * r[j];
+          carried[j] = g[j] * w[j];
+        }
       }
-      for (int64_t j = 0; j < units; ++j) {
-        const T gj = g[j];
-        const T dp = gj * hc[j];
-        d_hpre[j] = dp;
-        dgh[j] = gj * zc[j];
-        dgh[units + j] = dp * rc[j];
-        dgh[2 * units + j] = dp * r[j];
-        carried[j] = gj * w[j];
-      }
+      // dh_{t-1} = dh_t w_t + d_gh_t @ W_r^T
+      gemm_rows(dgh_r.at(t, begin), dgh_r.row, wt, 3 * units, units, next_p + begin * units,
+                units, end - begin);
     });
-    next.addmm_(d_gh.select(0, t), w_r_t);
     std::swap(dh, next);
   }
   return dh;
@@ -171,51 +230,60 @@ at::Tensor gru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Ten
 // ------------------------------------------------------- attention GRU (AGRU)
 
 template <typename T>
-void agru_forward_impl(const at::Tensor& xp, const at::Tensor& w_gh, const at::Tensor& w_ch,
+void agru_forward_impl(const at::Tensor& xp, const at::Tensor& w_gh_in, const at::Tensor& w_ch_in,
                        const at::Tensor& states, const at::Tensor& gates, const at::Tensor& cands,
                        const c10::optional<at::Tensor>& z_all, const c10::optional<at::Tensor>& a,
                        const c10::optional<at::Tensor>& m, int64_t mode, int64_t act,
                        bool history) {
   const int64_t steps = xp.size(0), batch = xp.size(1), units = states.size(2);
-  const at::Tensor xg = xp.narrow(2, 0, 2 * units), xc = xp.narrow(2, 2 * units, units);
-  const Rows<T> state_r(states), gate_r(gates), cand_r(cands);
+  const at::Tensor w_gh = w_gh_in.contiguous(), w_ch = w_ch_in.contiguous();
+  const T* wg = w_gh.data_ptr<T>();
+  const T* wc = w_ch.data_ptr<T>();
+  const Rows<T> x_r(xp), state_r(states), gate_r(gates), cand_r(cands);
   const Rows<T> z_r = optional_rows<T>(z_all), a_r = optional_rows<T>(a), m_r = optional_rows<T>(m);
   at::Tensor q = at::empty({batch, units}, states.options());
   T* q_p = q.data_ptr<T>();
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t k = history ? t : 0;
-    const at::Tensor h = states.select(0, t);
-    at::Tensor gate_t = gates.select(0, k), cand_t = cands.select(0, k);
-    at::addmm_out(gate_t, xg.select(0, t), h, w_gh);
-    each_row(batch, 2 * units, [&](int64_t b) {
-      T* __restrict g = gate_r.at(k, b);
-      const T* __restrict hb = state_r.at(t, b);
-      T* __restrict qb = q_p + b * units;
-      for (int64_t j = 0; j < 2 * units; ++j) g[j] = sigmoid(g[j]);
-      for (int64_t j = 0; j < units; ++j) qb[j] = g[j] * hb[j];
-    });
-    at::addmm_out(cand_t, xc.select(0, t), q, w_ch);
-    each_row(batch, 2 * units, [&](int64_t b) {
-      const T* __restrict u = gate_r.at(k, b) + units;
-      const T* __restrict hb = state_r.at(t, b);
-      T* __restrict c = cand_r.at(k, b);
-      T* __restrict next = state_r.at(t + 1, b);
-      const T keep = m_r ? *m_r.at(t, b) : T(1);
-      const T score = a_r ? *a_r.at(t, b) : T(0);
-      activate(c, units, act);
-      if (mode == kAGRU) {
-        const T z = *z_r.at(t, b);  // a m: one value per row
-        for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + z * (c[j] - hb[j]);
-      } else if (mode == kAUGRU) {
-        // z = keep - keep (1 - a) u, the same rounding as the Python loop.
-        const T damp = keep * (T(1) - score);
-        T* __restrict zb = z_r.at(k, b);
-        for (int64_t j = 0; j < units; ++j) {
-          zb[j] = keep - damp * u[j];
-          next[j] = hb[j] + zb[j] * (c[j] - hb[j]);
+    row_chunks(batch, 3 * units * units, [&](int64_t begin, int64_t end) {
+      const int64_t rows = end - begin;
+      // gates = sigmoid(xg + h @ W_gh); q = r * h
+      for (int64_t b = begin; b < end; ++b)
+        std::copy(x_r.at(t, b), x_r.at(t, b) + 2 * units, gate_r.at(k, b));
+      gemm_rows(state_r.at(t, begin), state_r.row, wg, units, 2 * units, gate_r.at(k, begin),
+                gate_r.row, rows);
+      for (int64_t b = begin; b < end; ++b) {
+        T* __restrict g = gate_r.at(k, b);
+        const T* __restrict hb = state_r.at(t, b);
+        T* __restrict qb = q_p + b * units;
+        for (int64_t j = 0; j < 2 * units; ++j) g[j] = sigmoid(g[j]);
+        for (int64_t j = 0; j < units; ++j) qb[j] = g[j] * hb[j];
+        std::copy(x_r.at(t, b) + 2 * units, x_r.at(t, b) + 3 * units, cand_r.at(k, b));
+      }
+      // c = act(xc + q @ W_ch)
+      gemm_rows(q_p + begin * units, units, wc, units, units, cand_r.at(k, begin), cand_r.row,
+                rows);
+      for (int64_t b = begin; b < end; ++b) {
+        const T* __restrict u = gate_r.at(k, b) + units;
+        const T* __restrict hb = state_r.at(t, b);
+        T* __restrict c = cand_r.at(k, b);
+        T* __restrict next = state_r.at(t + 1, b);
+        const T keep = m_r ? *m_r.at(t, b) : T(1);
+        activate(c, units, act);
+        if (mode == kAGRU) {
+          const T z = *z_r.at(t, b);  // a m: one value per row
+          for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + z * (c[j] - hb[j]);
+        } else if (mode == kAUGRU) {
+          // z = keep - keep (1 - a) u, the same rounding as the Python loop.
+          const T damp = keep * (T(1) - *a_r.at(t, b));
+          T* __restrict zb = z_r.at(k, b);
+          for (int64_t j = 0; j < units; ++j) {
+            zb[j] = keep - damp * u[j];
+            next[j] = hb[j] + zb[j] * (c[j] - hb[j]);
+          }
+        } else {
+          for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + u[j] * keep * (c[j] - hb[j]);
         }
-      } else {
-        for (int64_t j = 0; j < units; ++j) next[j] = hb[j] + u[j] * keep * (c[j] - hb[j]);
       }
     });
   }
@@ -230,56 +298,64 @@ at::Tensor agru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Te
   const int64_t steps = z_act.size(0), batch = z_act.size(1), units = gates.size(2) / 2;
   const Rows<T> dout_r = optional_rows<T>(d_outputs), za_r(z_act), z_r(z_all), r_r(gates);
   const Rows<T> coef_r(coefs), pair_r(pairs), dxp_r(d_xp);
-  const at::Tensor w_ch_t = w_ch.t(), w_gh_t = w_gh.t();
+  const at::Tensor w_ch_t = w_ch.t().contiguous(), w_gh_t = w_gh.t().contiguous();
+  const T* wct = w_ch_t.data_ptr<T>();  // (U, U)
+  const T* wgt = w_gh_t.data_ptr<T>();  // (2U, U)
   dh = dh.contiguous().clone();
   at::Tensor dq = at::empty({batch, units}, dh.options());
   at::Tensor dc = at::empty({batch, units}, dh.options());
   T* dq_p = dq.data_ptr<T>();
   T* dc_p = dc.data_ptr<T>();
+  T* dh_p = dh.data_ptr<T>();
   for (int64_t t = steps - 1; t >= 0; --t) {
-    T* dh_p = dh.data_ptr<T>();
-    each_row(batch, units, [&](int64_t b) {
-      T* __restrict g = dh_p + b * units;
-      const T* __restrict d_out = dout_r ? dout_r.at(t, b) : nullptr;
-      const T* __restrict za = za_r.at(t, b);
-      T* __restrict pair_h = pair_r.at(t, b) + units;
-      T* __restrict d_cand = dxp_r.at(t, b) + 2 * units;
-      T* __restrict dcb = dc_p + b * units;
-      if (d_out) {
-        for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+    row_chunks(batch, 3 * units * units, [&](int64_t begin, int64_t end) {
+      const int64_t rows = end - begin;
+      for (int64_t b = begin; b < end; ++b) {
+        T* __restrict g = dh_p + b * units;
+        const T* __restrict za = za_r.at(t, b);
+        T* __restrict pair_h = pair_r.at(t, b) + units;
+        T* __restrict d_cand = dxp_r.at(t, b) + 2 * units;
+        T* __restrict dcb = dc_p + b * units;
+        if (dout_r) {
+          const T* __restrict d_out = dout_r.at(t, b);
+          for (int64_t j = 0; j < units; ++j) g[j] += d_out[j];
+        }
+        if (za_r.col == 0) {  // AGRU with a linear candidate: z = a m, one value per row
+          for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[0];
+        } else {
+          for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[j];
+        }
+        for (int64_t j = 0; j < units; ++j) {
+          pair_h[j] = g[j];
+          d_cand[j] = dcb[j];
+        }
+        std::fill(dq_p + b * units, dq_p + (b + 1) * units, T(0));
       }
-      if (za_r.col == 0) {  // AGRU with a linear candidate: z a m, one value per row
-        for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[0];
-      } else {
-        for (int64_t j = 0; j < units; ++j) dcb[j] = g[j] * za[j];
+      // dq = dc @ W_ch^T
+      gemm_rows(dc_p + begin * units, units, wct, units, units, dq_p + begin * units, units, rows);
+      for (int64_t b = begin; b < end; ++b) {
+        T* __restrict g = dh_p + b * units;
+        const T* __restrict dqb = dq_p + b * units;
+        const T* __restrict r = r_r.at(t, b);
+        const T* __restrict z = z_r.at(t, b);
+        const T* __restrict coef = coef_r.at(t, b);
+        T* __restrict pair = pair_r.at(t, b);
+        T* __restrict d_gate = dxp_r.at(t, b);
+        for (int64_t j = 0; j < units; ++j) {
+          pair[j] = dqb[j];
+          d_gate[j] = dqb[j] * coef[j];
+          d_gate[units + j] = g[j] * coef[units + j];
+        }
+        // dh_{t-1} = dh_t (1 - z_t) + dq_t r_t (+ d_gates_t @ W_gh^T below)
+        if (z_r.col == 0) {  // AGRU: one z per row
+          for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[0] + dqb[j] * r[j];
+        } else {
+          for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[j] + dqb[j] * r[j];
+        }
       }
-      for (int64_t j = 0; j < units; ++j) {
-        pair_h[j] = g[j];
-        d_cand[j] = dcb[j];
-      }
+      gemm_rows(dxp_r.at(t, begin), dxp_r.row, wgt, 2 * units, units, dh_p + begin * units, units,
+                rows);
     });
-    at::mm_out(dq, dc, w_ch_t);
-    each_row(batch, 2 * units, [&](int64_t b) {
-      T* __restrict g = dh_p + b * units;
-      const T* __restrict dqb = dq_p + b * units;
-      const T* __restrict r = r_r.at(t, b);
-      const T* __restrict z = z_r.at(t, b);
-      const T* __restrict coef = coef_r.at(t, b);
-      T* __restrict pair = pair_r.at(t, b);
-      T* __restrict d_gate = dxp_r.at(t, b);
-      for (int64_t j = 0; j < units; ++j) {
-        pair[j] = dqb[j];
-        d_gate[j] = dqb[j] * coef[j];
-        d_gate[units + j] = g[j] * coef[units + j];
-      }
-      // dh_{t-1} = dh_t (1 - z_t) + dq_t r_t (+ d_gates_t @ W_gh^T below)
-      if (z_r.col == 0) {  // AGRU: one z per row
-        for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[0] + dqb[j] * r[j];
-      } else {
-        for (int64_t j = 0; j < units; ++j) g[j] = g[j] - g[j] * z[j] + dqb[j] * r[j];
-      }
-    });
-    dh.addmm_(d_xp.select(0, t).narrow(1, 0, 2 * units), w_gh_t);
   }
   return dh;
 }
