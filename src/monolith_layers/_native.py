@@ -14,11 +14,13 @@ keeps to the Python loops; the default ``1`` builds and uses the kernels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -43,6 +45,16 @@ def set_native(enabled: bool) -> bool:
         raise TypeError(f"set_native: enabled must be a bool, got {enabled!r}")
     previous, _enabled = _enabled, enabled
     return previous
+
+
+@contextlib.contextmanager
+def native(enabled: bool) -> Iterator[None]:
+    """``with native(False): ...`` runs a block on the Python loops."""
+    previous = set_native(enabled)
+    try:
+        yield
+    finally:
+        set_native(previous)
 
 
 def _cpu_name() -> str:
