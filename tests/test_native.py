@@ -26,12 +26,13 @@ def test_kernels_build_where_a_compiler_exists():
 def _mask(kind, batch, steps, generator):
     if kind == "none":
         return None
-    if kind == "holes":  # not left-aligned: the dense route, with its masked steps
+    if kind == "holes":  # not left-aligned
         mask = torch.rand(batch, steps, generator=generator) < 0.85
         mask[:, 0] = True
         return mask
-    lengths = torch.randint(steps - 1, steps + 1, (batch,), generator=generator)
-    return torch.arange(steps) < lengths.unsqueeze(1)  # mostly full: the dense route
+    low = 0 if kind == "ragged" else steps - 1  # any lengths (empty rows too), or nearly full
+    lengths = torch.randint(low, steps + 1, (batch,), generator=generator)
+    return torch.arange(steps) < lengths.unsqueeze(1)
 
 
 def _agru_case(seed, batch, steps, units, mode, act, mask_kind, dtype=torch.float64):
@@ -85,19 +86,22 @@ def _counting_native_calls():
 
 
 @contextlib.contextmanager
-def _dense_route():
-    """Every scan takes the dense route (the one with native loops), whatever its padding."""
-    fill = packing_module.PACKED_FILL
-    packing_module.PACKED_FILL = 0.0
+def _route(route):
+    """Every scan takes ``route``: 'dense' (time-major, masked steps) or 'packed' (real steps)."""
+    names = ("PACKED_FILL", "PACKED_FILL_TRAINING")
+    saved = [getattr(packing_module, name) for name in names]
+    for name in names:
+        setattr(packing_module, name, 0.0 if route == "dense" else 2.0)
     try:
         yield
     finally:
-        packing_module.PACKED_FILL = fill
+        for name, value in zip(names, saved, strict=True):
+            setattr(packing_module, name, value)
 
 
-def _native_and_python(case_fn, **case):
+def _native_and_python(case_fn, route, **case):
     """The case on the native loops (checked to be used) and on the Python loops."""
-    with _dense_route():
+    with _route(route):
         with _counting_native_calls() as calls:
             native = case_fn(**case)
         assert calls and all(calls), "the native loops were not used"
@@ -117,22 +121,26 @@ SHAPES = dict(
     steps=st.integers(1, 7),
     units=st.sampled_from([1, 3, 8, 17, 20]),  # around the 8-row / 8-16-column blocks
     act=st.sampled_from(["tanh", "sigmoid", "relu", "linear"]),
-    mask_kind=st.sampled_from(["none", "holes", "full"]),
+    mask_kind=st.sampled_from(["none", "holes", "full", "ragged"]),
 )
 
 
 @needs_kernels
-@settings(max_examples=40, deadline=None)
-@given(mode=st.sampled_from([None, "AGRU", "AUGRU"]), **SHAPES)
-def test_native_attention_gru_equals_the_python_loop(mode, **case):
-    _assert_all_close(*_native_and_python(_agru_case, mode=mode, **case))
+@settings(max_examples=60, deadline=None)
+@given(
+    route=st.sampled_from(["dense", "packed"]),
+    mode=st.sampled_from([None, "AGRU", "AUGRU"]),
+    **SHAPES,
+)
+def test_native_attention_gru_equals_the_python_loop(route, mode, **case):
+    _assert_all_close(*_native_and_python(_agru_case, route, mode=mode, **case))
 
 
 @needs_kernels
-@settings(max_examples=40, deadline=None)
-@given(final_only=st.booleans(), **SHAPES)
-def test_native_keras_gru_equals_the_python_loop(final_only, **case):
-    _assert_all_close(*_native_and_python(_gru_case, final_only=final_only, **case))
+@settings(max_examples=60, deadline=None)
+@given(route=st.sampled_from(["dense", "packed"]), final_only=st.booleans(), **SHAPES)
+def test_native_keras_gru_equals_the_python_loop(route, final_only, **case):
+    _assert_all_close(*_native_and_python(_gru_case, route, final_only=final_only, **case))
 
 
 @needs_kernels

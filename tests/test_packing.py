@@ -30,6 +30,7 @@ def route(request, monkeypatch):
     """'packed': every fused call runs packed; 'routed': the default choice."""
     if request.param == "packed":
         monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
+        monkeypatch.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
     return request.param
 
 
@@ -70,6 +71,10 @@ def test_plan_scan_routes_by_padding_and_history_size(monkeypatch):
     assert full is None  # dense scan, history kept
     short = torch.tensor([1, 2, 3, 10, 1, 1, 2, 3])
     assert plan_scan(8, 10, 4, None, short, torch.device("cpu"), True) is not None
+    # 60 % real: packed for inference, dense (history kept) for training.
+    three_fifths = torch.tensor([6] * 8)
+    assert plan_scan(8, 10, 4, None, three_fifths, torch.device("cpu"), False) is not None
+    assert plan_scan(8, 10, 4, None, three_fifths, torch.device("cpu"), True) is None
     monkeypatch.setattr(packing_module, "DENSE_HISTORY_LIMIT", 100)
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True) is not None
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=False) is None
@@ -104,6 +109,7 @@ def test_gru_sequence_packed_equals_reference(steps, lengths, holes, act):
     torch.manual_seed(len(lengths) * 7 + steps)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(packing_module, "PACKED_FILL", 2.0)
+        mp.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
         cell = KerasGRUCell(3, activation=act, input_dim=2).double()
         batch = len(lengths)
         x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
@@ -135,6 +141,7 @@ def test_attention_rnn_packed_equals_reference(steps, lengths, holes, mode, act)
     torch.manual_seed(len(lengths) * 5 + steps)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(packing_module, "PACKED_FILL", 2.0)
+        mp.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
         cell = AGRUCell(3, att_type=mode or "AGRU", activation=act, input_dim=2).double()
         batch = len(lengths)
         x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
@@ -232,6 +239,7 @@ def test_packed_backward_saves_only_states_and_inputs(monkeypatch):
     # Memory: what the training forward keeps is the packed inputs and the
     # (B + N, U) states, not per-step gates and candidates.
     monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
+    monkeypatch.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
     batch, steps, dim, units = 16, 30, 8, 8
     lengths = torch.randint(1, steps + 1, (batch,))
     real = int(lengths.sum())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._fused import activate_, derivative_from_output, pre_scale, refuse_double_backward
 from ._packing import Packing
 
@@ -43,9 +44,17 @@ def _forward(x, w_x, b_x, w_gh, w_ch, h0, a, packing: Packing, mode: str, act: s
     gates = packing.prefixes(x.new_empty(widest, 2 * units))
     cands = packing.prefixes(x.new_empty(widest, units))
     one = x.new_ones(())
+    native = _native.usable(x, w_x, w_gh, w_ch, h0, a)
     for t0, t1 in packing.chunks(3 * units):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         xp = torch.addmm(b_x, x[r0:r1], w_x)  # [gates (2U) | candidate (U)]
+        if native is not None:
+            a_chunk = None if a is None else a[r0:r1]
+            codes = _native.MODES[mode], _native.ACTIVATIONS[act]
+            native.agru_packed_forward(
+                xp, a_chunk, w_gh, w_ch, states, packing.forward_plan(t0, t1), *codes
+            )
+            continue
         xg = packing.steps_of(xp[:, : 2 * units], t0, t1)
         xc = packing.steps_of(xp[:, 2 * units :], t0, t1)
         new = packing.steps_of(states[batch + r0 : batch + r1], t0, t1)
@@ -117,7 +126,7 @@ class _AGRUPacked(torch.autograd.Function):
         d_a = a.new_empty(a.shape) if a is not None and ctx.needs_input_grad[6] else None
         d_w_x, d_b_x = torch.zeros_like(w_x), torch.zeros_like(b_x)
         d_w_gh, d_w_ch = torch.zeros_like(w_gh), torch.zeros_like(w_ch)
-        w_gh_t, w_ch_t = w_gh.t(), w_ch.t()
+        native = _native.usable(x, w_x, w_gh, w_ch, d_states, a)
         for t0, t1 in reversed(packing.chunks(5 * units)):
             r0, r1 = packing.offsets[t0], packing.offsets[t1]
             prev = packing.prev_states(states, t0, t1)
@@ -127,32 +136,15 @@ class _AGRUPacked(torch.autograd.Function):
             )
             pairs = prev.new_empty(r1 - r0, 2 * units)  # [dq | dh] per step
             d_xp = prev.new_empty(r1 - r0, 3 * units)  # [d gates-pre | d candidate-pre]
-            views = [
-                packing.steps_of(t, t0, t1)
-                for t in (
-                    d_states[batch + r0 : batch + r1],
-                    z_act,
-                    coefs,
-                    keep,
-                    r,
-                    pairs,
-                    pairs[:, :units],
-                    pairs[:, units:],
-                    d_xp[:, : 2 * units],
-                    d_xp[:, 2 * units :],
+            d_out = d_states[batch + r0 : batch + r1]
+            if native is not None:
+                buffers = (d_out.contiguous(), z_act.contiguous(), coefs, keep.contiguous(), r)
+                plan = packing.backward_plan(t0, t1)
+                native.agru_packed_backward(*buffers, pairs, d_xp, dh_all, w_gh, w_ch, plan)
+            else:
+                _backward_steps(
+                    packing, t0, t1, d_out, z_act, coefs, keep, r, pairs, d_xp, dh, w_gh, w_ch
                 )
-            ]
-            for i in range(t1 - t0 - 1, -1, -1):
-                d_out, z_act_t, coef_t, keep_t, r_t, pair, dq_t, dh_t, d_g, d_c = (
-                    v[i] for v in views
-                )
-                dh_n = dh[d_out.shape[0]]
-                torch.add(dh_n, d_out, out=dh_t)
-                dc = torch.mul(dh_t, z_act_t, out=d_c)
-                dq = torch.mm(dc, w_ch_t, out=dq_t)
-                torch.mul(pair, coef_t, out=d_g)
-                carry = torch.mul(dh_t, keep_t).addcmul_(dq, r_t)
-                torch.addmm(carry, d_g, w_gh_t, out=dh_n)
             if d_a is not None:
                 d_z = pairs[:, units:].mul_(diff)  # dL/dz; pairs is spent
                 if mode == "AUGRU":
@@ -166,6 +158,36 @@ class _AGRUPacked(torch.autograd.Function):
             d_w_ch.addmm_(q.t(), d_xp[:, 2 * units :])
         d_h0 = dh_all.add_(d_states[:batch])
         return d_x, d_w_x, d_b_x, d_w_gh, d_w_ch, d_h0, d_a, None, None, None
+
+
+def _backward_steps(packing, t0, t1, d_out, z_act, coefs, keep, r, pairs, d_xp, dh, w_gh, w_ch):
+    """The backward's per-step loop over a chunk, in Python (the native one's twin)."""
+    units = w_gh.shape[0]
+    w_gh_t, w_ch_t = w_gh.t(), w_ch.t()
+    views = [
+        packing.steps_of(t, t0, t1)
+        for t in (
+            d_out,
+            z_act,
+            coefs,
+            keep,
+            r,
+            pairs,
+            pairs[:, :units],
+            pairs[:, units:],
+            d_xp[:, : 2 * units],
+            d_xp[:, 2 * units :],
+        )
+    ]
+    for i in range(t1 - t0 - 1, -1, -1):
+        d_out_t, z_act_t, coef_t, keep_t, r_t, pair, dq_t, dh_t, d_g, d_c = (v[i] for v in views)
+        dh_n = dh[d_out_t.shape[0]]
+        torch.add(dh_n, d_out_t, out=dh_t)
+        dc = torch.mul(dh_t, z_act_t, out=d_c)
+        dq = torch.mm(dc, w_ch_t, out=dq_t)
+        torch.mul(pair, coef_t, out=d_g)
+        carry = torch.mul(dh_t, keep_t).addcmul_(dq, r_t)
+        torch.addmm(carry, d_g, w_gh_t, out=dh_n)
 
 
 def agru_packed(cell, inputs, att_scores, init_state, packing: Packing, mode: str, act: str):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._fused import activate_, derivative_from_output, pre_scale, refuse_double_backward
 from ._packing import Packing
 
@@ -56,8 +57,14 @@ def _forward(x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> torch
     states[:batch] = h0
     widest = packing.sizes[0] if packing.sizes else 0
     gh, zr, hh = (packing.prefixes(x.new_empty(widest, w * units)) for w in (3, 2, 1))
+    native = _native.usable(x, kernel, b_in, w_r, b_r, h0)
     for t0, t1 in packing.chunks(3 * units):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
+        if native is not None:  # its activations need no pre-scaling
+            gi = torch.addmm(b_in, x[r0:r1], kernel)
+            plan = packing.forward_plan(t0, t1)
+            native.gru_packed_forward(gi, w_r, b_r, states, plan, _native.ACTIVATIONS[act])
+            continue
         gi = _project(x[r0:r1], kernel, b_in, act)
         gi_zr = packing.steps_of(gi[:, : 2 * units], t0, t1)
         gi_h = packing.steps_of(gi[:, 2 * units :], t0, t1)
@@ -116,33 +123,20 @@ class _GRUPacked(torch.autograd.Function):
         d_x = x.new_empty(x.shape) if ctx.needs_input_grad[0] else None
         d_kernel, d_b_in = torch.zeros_like(kernel), torch.zeros_like(b_in)
         d_w_r, d_b_r = torch.zeros_like(w_r), torch.zeros_like(b_r)
-        w_r_t = w_r.t()
+        native = _native.usable(x, kernel, w_r, d_states)
         for t0, t1 in reversed(packing.chunks(4 * units)):
             r0, r1 = packing.offsets[t0], packing.offsets[t1]
             prev = packing.prev_states(states, t0, t1)
             z, c1, c2 = _chunk_factors(x[r0:r1], kernel, b_in, prev, w_r, b_r, ctx.act)
             # Per step, as (n, k, U) views: grads = [dhpre | dz | dr | dgh_h].
             grads = z.new_empty(r1 - r0, 4, units)
-            views = [
-                packing.steps_of(t, t0, t1)
-                for t in (
-                    d_states[batch + r0 : batch + r1],
-                    z,
-                    c1.view(-1, 2, units),
-                    c2.view(-1, 2, units),
-                    grads[:, :2],
-                    grads[:, :1],
-                    grads[:, 2:],
-                    grads[:, 1:].reshape(-1, 3 * units),
-                )
-            ]
-            for i in range(t1 - t0 - 1, -1, -1):
-                d_out, z_t, c1_t, c2_t, g_h_z, g_h, g_r_gh, d_gh = (v[i] for v in views)
-                dh_n = dh[d_out.shape[0]]
-                dh_n.add_(d_out)
-                torch.mul(dh_n.unsqueeze(1), c1_t, out=g_h_z)
-                torch.mul(g_h, c2_t, out=g_r_gh)
-                torch.addmm(dh_n * z_t, d_gh, w_r_t, out=dh_n)
+            d_out = d_states[batch + r0 : batch + r1]
+            if native is not None:
+                plan = packing.backward_plan(t0, t1)
+                flat = grads.view(-1, 4 * units)
+                native.gru_packed_backward(d_out.contiguous(), z, c1, c2, flat, dh_all, w_r, plan)
+            else:
+                _backward_steps(packing, t0, t1, d_out, z, c1, c2, grads, dh, w_r)
             grads = grads.view(-1, 4 * units)
             d_gi = torch.cat([grads[:, units : 3 * units], grads[:, :units]], dim=1)  # z, r, h
             if d_x is not None:
@@ -154,6 +148,32 @@ class _GRUPacked(torch.autograd.Function):
             d_b_r.add_(d_gh.sum(0))
         d_h0 = dh_all.add_(d_states[:batch])
         return d_x, d_kernel, d_b_in, d_w_r, d_b_r, d_h0, None, None
+
+
+def _backward_steps(packing, t0, t1, d_out, z, c1, c2, grads, dh, w_r):
+    """The backward's per-step loop over a chunk, in Python (the native one's twin)."""
+    units = w_r.shape[0]
+    w_r_t = w_r.t()
+    views = [
+        packing.steps_of(t, t0, t1)
+        for t in (
+            d_out,
+            z,
+            c1.view(-1, 2, units),
+            c2.view(-1, 2, units),
+            grads[:, :2],
+            grads[:, :1],
+            grads[:, 2:],
+            grads[:, 1:].reshape(-1, 3 * units),
+        )
+    ]
+    for i in range(t1 - t0 - 1, -1, -1):
+        d_out_t, z_t, c1_t, c2_t, g_h_z, g_h, g_r_gh, d_gh = (v[i] for v in views)
+        dh_n = dh[d_out_t.shape[0]]
+        dh_n.add_(d_out_t)
+        torch.mul(dh_n.unsqueeze(1), c1_t, out=g_h_z)
+        torch.mul(g_h, c2_t, out=g_r_gh)
+        torch.addmm(dh_n * z_t, d_gh, w_r_t, out=dh_n)
 
 
 def gru_packed(cell, inputs, init_state, packing: Packing, act: str):

@@ -71,6 +71,23 @@ class Packing:
                 start = t
         return ranges
 
+    def forward_plan(self, t0: int, t1: int) -> torch.Tensor:
+        """(t1 - t0, 4) int64 rows ``(n_t, prev_base, B + offsets[t], offsets[t] - offsets[t0])``
+        for the native forward loop: rows alive, where they read and write the
+        states buffer, and where their inputs start in the chunk."""
+        r0 = self.offsets[t0]
+        rows = [
+            (self.sizes[t], self.prev_base(t), self.batch + self.offsets[t], self.offsets[t] - r0)
+            for t in range(t0, t1)
+        ]
+        return torch.tensor(rows, dtype=torch.int64).view(-1, 4)
+
+    def backward_plan(self, t0: int, t1: int) -> torch.Tensor:
+        """(t1 - t0, 2) int64 rows ``(n_t, offsets[t] - offsets[t0])`` for the native backward loop."""
+        r0 = self.offsets[t0]
+        rows = [(self.sizes[t], self.offsets[t] - r0) for t in range(t0, t1)]
+        return torch.tensor(rows, dtype=torch.int64).view(-1, 2)
+
     def steps_of(self, rows: torch.Tensor, t0: int, t1: int) -> tuple[torch.Tensor, ...]:
         """``rows`` (the packed rows of steps t0 .. t1-1, and any trailing dims)
         split into one view per step; views made in one call keep the loops lean."""
@@ -177,8 +194,13 @@ def plan_packing(
 # DIEN fwd+bwd on 2 CPU threads was slower packed at 3.3M (B=512, T=200,
 # U=32) and faster from 6.5M (B=1024, T=200), 1.3x at B=4096, T=200, U=64.
 DENSE_HISTORY_LIMIT = 1 << 22
-# Skipping padding pays once at most this share of the (B, T) slots is real.
+# Skipping padding pays once at most this share of the (B, T) slots is real:
+# for inference, and for training (whose packed backward recomputes the gates).
+# Measured with the native loops, DIEN U 32 at T = 50 on 2 CPU threads: at 58 %
+# real, B = 256, fwd+bwd ran 20.7 ms dense / 24.6 ms packed and forward 5.5 /
+# 5.2 ms; at 30 % real, 21.8 / 14.5 ms and 5.5 / 3.6 ms.
 PACKED_FILL = 0.75
+PACKED_FILL_TRAINING = 0.5
 
 
 def plan_scan(
@@ -202,6 +224,7 @@ def plan_scan(
         real = batch * steps if mask is None and lengths is None else None
         if real is None:
             real = int(mask.sum() if mask is not None else lengths.sum())
-        if real >= PACKED_FILL * batch * steps:
+        fill = PACKED_FILL_TRAINING if keeps_history else PACKED_FILL
+        if real >= fill * batch * steps:
             return None
     return plan_packing(batch, steps, mask, lengths, device)
