@@ -45,7 +45,7 @@ def _forward(x, w_x, b_x, w_gh, w_ch, h0, a, packing: Packing, mode: str, act: s
     cands = packing.prefixes(x.new_empty(widest, units))
     one = x.new_ones(())
     native = _native.usable(x, w_x, w_gh, w_ch, h0, a)
-    for t0, t1 in packing.chunks(3 * units):
+    for t0, t1 in packing.chunks(3 * units, native is not None):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         xp = torch.addmm(b_x, x[r0:r1], w_x)  # [gates (2U) | candidate (U)]
         if native is not None:
@@ -127,7 +127,7 @@ class _AGRUPacked(torch.autograd.Function):
         d_w_x, d_b_x = torch.zeros_like(w_x), torch.zeros_like(b_x)
         d_w_gh, d_w_ch = torch.zeros_like(w_gh), torch.zeros_like(w_ch)
         native = _native.usable(x, w_x, w_gh, w_ch, d_states, a)
-        for t0, t1 in reversed(packing.chunks(5 * units)):
+        for t0, t1 in reversed(packing.chunks(5 * units, native is not None)):
             r0, r1 = packing.offsets[t0], packing.offsets[t1]
             prev = packing.prev_states(states, t0, t1)
             a_c = None if a is None else a[r0:r1]

@@ -58,7 +58,7 @@ def _forward(x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> torch
     widest = packing.sizes[0] if packing.sizes else 0
     gh, zr, hh = (packing.prefixes(x.new_empty(widest, w * units)) for w in (3, 2, 1))
     native = _native.usable(x, kernel, b_in, w_r, b_r, h0)
-    for t0, t1 in packing.chunks(3 * units):
+    for t0, t1 in packing.chunks(3 * units, native is not None):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         if native is not None:  # its activations need no pre-scaling
             gi = torch.addmm(b_in, x[r0:r1], kernel)
@@ -124,7 +124,7 @@ class _GRUPacked(torch.autograd.Function):
         d_kernel, d_b_in = torch.zeros_like(kernel), torch.zeros_like(b_in)
         d_w_r, d_b_r = torch.zeros_like(w_r), torch.zeros_like(b_r)
         native = _native.usable(x, kernel, w_r, d_states)
-        for t0, t1 in reversed(packing.chunks(4 * units)):
+        for t0, t1 in reversed(packing.chunks(4 * units, native is not None)):
             r0, r1 = packing.offsets[t0], packing.offsets[t1]
             prev = packing.prev_states(states, t0, t1)
             z, c1, c2 = _chunk_factors(x[r0:r1], kernel, b_in, prev, w_r, b_r, ctx.act)
