@@ -8,9 +8,7 @@ activation's output alone, so nothing but the output needs saving.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import activations as _activations
+from ._switch import ProcessSwitch
 
 FUSED_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
 
@@ -33,7 +32,7 @@ _TORCH_FUNCTIONS = {
 }
 
 ENV_VAR = "MONOLITH_LAYERS_FUSED"
-_fused_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+_SWITCH = ProcessSwitch("set_fused", ENV_VAR)
 _warned: set[tuple[str, str]] = set()
 
 
@@ -46,26 +45,17 @@ def set_fused(enabled: bool) -> bool:
     plain reference computations those paths are tested against. Results are
     the same to float rounding either way.
     """
-    global _fused_enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"set_fused: enabled must be a bool, got {enabled!r}")
-    previous, _fused_enabled = _fused_enabled, enabled
-    return previous
+    return _SWITCH.set(enabled)
 
 
 def fused_enabled() -> bool:
     """Whether :func:`set_fused` (or the environment variable) leaves the fast paths on."""
-    return _fused_enabled
+    return _SWITCH.enabled
 
 
-@contextlib.contextmanager
-def fused(enabled: bool) -> Iterator[None]:
+def fused(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """``with fused(False): ...`` runs a block on the reference paths."""
-    previous = set_fused(enabled)
-    try:
-        yield
-    finally:
-        set_fused(previous)
+    return _SWITCH.scoped(enabled)
 
 
 def is_tracing() -> bool:
@@ -84,7 +74,7 @@ def is_tracing() -> bool:
 
 def fast_paths_on() -> bool:
     """The fast paths are switched on and nothing is tracing the model."""
-    return _fused_enabled and not is_tracing()
+    return _SWITCH.enabled and not is_tracing()
 
 
 def use_fused_path(activation: Any, where: str) -> bool:

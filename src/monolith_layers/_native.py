@@ -8,8 +8,10 @@ needed; about a minute) into torch's extension cache, tuned for the CPU it
 runs on. Where it cannot be built, the same loops run in Python: results are
 equal to float rounding either way.
 
-``MONOLITH_LAYERS_NATIVE=0`` (or :func:`set_native(False) <set_native>`)
-keeps to the Python loops; the default ``1`` builds and uses the kernels.
+``MONOLITH_LAYERS_NATIVE=0`` (or ``set_native(False)``, or ``with
+native(False): ...``) keeps to the Python loops; the default ``1`` builds and
+uses the kernels. Either way :func:`~monolith_layers.set_fused` decides
+whether the fused paths run at all.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import logging
 import os
 import platform
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from ._switch import ProcessSwitch
 
 ENV_VAR = "MONOLITH_LAYERS_NATIVE"
 SOURCE = Path(__file__).with_name("csrc") / "recurrences.cpp"
@@ -33,28 +36,19 @@ ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
 
 _log = logging.getLogger(__name__)
-_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+_SWITCH = ProcessSwitch("set_native", ENV_VAR)
 _module: ModuleType | None = None
 _failed = False
 
 
 def set_native(enabled: bool) -> bool:
     """Use (True) or skip (False) the native time loops; returns the old setting."""
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"set_native: enabled must be a bool, got {enabled!r}")
-    previous, _enabled = _enabled, enabled
-    return previous
+    return _SWITCH.set(enabled)
 
 
-@contextlib.contextmanager
-def native(enabled: bool) -> Iterator[None]:
+def native(enabled: bool) -> contextlib.AbstractContextManager[None]:
     """``with native(False): ...`` runs a block on the Python loops."""
-    previous = set_native(enabled)
-    try:
-        yield
-    finally:
-        set_native(previous)
+    return _SWITCH.scoped(enabled)
 
 
 def _cpu_name() -> str:
@@ -85,7 +79,7 @@ def _build_name() -> str:
 def kernels() -> ModuleType | None:
     """The compiled module, building it on the first call; None when off or unbuildable."""
     global _module, _failed
-    if not _enabled or _failed:
+    if not _SWITCH.enabled or _failed:
         return None
     if _module is None:
         from torch.utils import cpp_extension
