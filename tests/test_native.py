@@ -180,6 +180,20 @@ def test_native_keras_gru_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: _GRUScan.apply(*a, mask, "tanh"), leaves)
 
 
+@needs_kernels
+def test_a_nan_in_a_real_input_propagates_as_in_the_python_loop():
+    cell = AGRUCell(4, input_dim=3, att_type="AUGRU")
+    x = torch.randn(2, 5, 3)
+    x[0, 2, 1] = float("nan")
+    att = torch.rand(2, 5)
+    with _route("dense"):
+        native_out = dynamic_rnn_with_attention(cell, x, att)[0]
+        with native_module.native(False):
+            python_out = dynamic_rnn_with_attention(cell, x, att)[0]
+    assert native_out[0, 2:].isnan().all() and not native_out[0, :2].isnan().any()
+    torch.testing.assert_close(native_out, python_out, equal_nan=True)
+
+
 def test_unbuildable_kernels_fall_back_to_the_python_loops_with_one_warning(monkeypatch):
     from torch.utils import cpp_extension
 

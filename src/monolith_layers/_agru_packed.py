@@ -41,10 +41,11 @@ def _forward(x, w_x, b_x, w_gh, w_ch, h0, a, packing: Packing, mode: str, act: s
     states = x.new_empty(batch + packing.total, units)
     states[:batch] = h0
     widest = packing.sizes[0] if packing.sizes else 0
-    gates = packing.prefixes(x.new_empty(widest, 2 * units))
-    cands = packing.prefixes(x.new_empty(widest, units))
-    one = x.new_ones(())
     native = _native.usable(x, w_x, w_gh, w_ch, h0, a)
+    if native is None:  # the Python loop's per-step buffers
+        gates = packing.prefixes(x.new_empty(widest, 2 * units))
+        cands = packing.prefixes(x.new_empty(widest, units))
+        one = x.new_ones(())
     for t0, t1 in packing.chunks(3 * units, native is not None):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         xp = torch.addmm(b_x, x[r0:r1], w_x)  # [gates (2U) | candidate (U)]

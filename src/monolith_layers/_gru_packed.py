@@ -56,8 +56,9 @@ def _forward(x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> torch
     states = x.new_empty(batch + packing.total, units)
     states[:batch] = h0
     widest = packing.sizes[0] if packing.sizes else 0
-    gh, zr, hh = (packing.prefixes(x.new_empty(widest, w * units)) for w in (3, 2, 1))
     native = _native.usable(x, kernel, b_in, w_r, b_r, h0)
+    if native is None:  # the Python loop's per-step buffers
+        gh, zr, hh = (packing.prefixes(x.new_empty(widest, w * units)) for w in (3, 2, 1))
     for t0, t1 in packing.chunks(3 * units, native is not None):
         r0, r1 = packing.offsets[t0], packing.offsets[t1]
         if native is not None:  # its activations need no pre-scaling

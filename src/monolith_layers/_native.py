@@ -52,15 +52,19 @@ def native(enabled: bool) -> contextlib.AbstractContextManager[None]:
 
 
 def _cpu_name() -> str:
-    # -march=native code must not be reused on another CPU sharing the cache.
+    """The CPU's model and instruction-set flags: -march=native code built for one
+    CPU must not be loaded on another that shares the cache (a virtual machine's
+    model name alone can hide a missing AVX-512)."""
+    found: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("model name", "flags")):
-                    return line
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags") and key not in found:
+                    found[key] = line.strip()
     except OSError:
         pass
-    return platform.processor()
+    return "\n".join(found.values()) or platform.processor()
 
 
 def _build_name() -> str:
