@@ -80,18 +80,19 @@ def _scan_forward(xp, w_gh, w_ch, h0, a, m, mode: str, act: str, history: bool):
     z_all = None  # 'none' mode: z is u (times m), rebuilt from the gates in backward
     if mode == "AGRU":
         z_all = a if m is None else a * m  # independent of the state: bulk
+    elif mode == "AUGRU":
+        z_all = xp.new_empty(kept, batch, units)  # filled step by step
+    native = _native.usable(xp, w_gh, w_ch, h0, a, m)
+    if native is not None:
+        codes = _native.MODES[mode], _native.ACTIVATIONS[act]
+        native.agru_forward(xp, w_gh, w_ch, states, gates, cands, z_all, a, m, *codes, history)
+        return states, gates, cands, z_all
+    if mode == "AGRU":
         z_t = z_all.unbind(0)
     elif mode == "AUGRU":
-        z_all = xp.new_empty(kept, batch, units)
         z_t = per_step(z_all)
         keep_t = (torch.ones_like(a) if m is None else m).unbind(0)
         damp_t = (1.0 - a if m is None else m * (1.0 - a)).unbind(0)
-    native = _native.usable(xp, w_gh, w_ch, h0, a, m)
-    if native is not None:
-        z_arg = z_all if mode != "none" else None
-        codes = _native.MODES[mode], _native.ACTIVATIONS[act]
-        native.agru_forward(xp, w_gh, w_ch, states, gates, cands, z_arg, a, m, *codes, history)
-        return states, gates, cands, z_all
     state_t, gate_t, cand_t = states.unbind(0), per_step(gates), per_step(cands)
     reset_t, update_t = per_step(gates[..., :units]), per_step(gates[..., units:])
     xg_t, xc_t = xg.unbind(0), xc.unbind(0)
