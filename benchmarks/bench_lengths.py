@@ -1,7 +1,7 @@
 """Realistic history lengths: ours (padding skipped) vs the peers as their users run them.
 
 float32, fwd+bwd and forward-only medians, every candidate in one process.
-Run: python benchmarks/bench_lengths.py [--rounds N] [--threads 2] [--cases ...]
+Run: python benchmarks/bench_lengths.py [--rounds N] [--threads 2] [--cases augru dien din]
 
 Lengths are log-normal with a median of about 20 % of the cap T (see
 ``lengths.py``), plus one case with the ML-100K training histories' lengths
@@ -17,7 +17,9 @@ Each library gets the padding the way its users give it:
   ``AUGRU`` over all T steps with a masked softmax: padded steps get zero
   attention and keep the state, but are computed).
 * DIN [80, 40, 1] relu: ours with ``lengths``; DeepCTR-Torch
-  ``AttentionSequencePoolingLayer`` with ``keys_length``; torch-rechub's
+  ``AttentionSequencePoolingLayer`` with ``keys_length``; FuxiCTR's
+  ``DIN_Attention`` with its (B, T) mask (it zeroes padded weights after
+  running the tower on every position); torch-rechub's
   ``ActivationUnit`` has no mask, so it pools padded positions too (a
   different function: padding embeddings take part).
 """
@@ -121,6 +123,14 @@ def din_case(batch, steps, lengths, rounds, label):
     except ImportError:
         pass
     try:
+        from fuxictr.pytorch.layers.attentions.target_attention import DIN_Attention
+
+        fuxi = DIN_Attention(U, [80, 40], "ReLU")
+        fuxi_mask = torch.arange(steps) < lengths.unsqueeze(1)
+        forwards["FuxiCTR DIN_Attention (mask)"] = lambda: fuxi(q, k, fuxi_mask)
+    except ImportError:
+        pass
+    try:
         from torch_rechub.models.ranking.din import ActivationUnit
 
         unit = ActivationUnit(U, dims=[80, 40], activation="relu")
@@ -134,20 +144,31 @@ def din_case(batch, steps, lengths, rounds, label):
 CASES = {"augru": augru_case, "dien": dien_case, "din": din_case}
 
 
+def _cases_argument(parser) -> None:
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=sorted(CASES),
+        default=list(CASES),
+        help="which layers to time",
+    )
+
+
 def main() -> None:
-    args = setup(__doc__)
+    args = setup(__doc__, _cases_argument)
+    cases = [CASES[name] for name in args.cases]
     results = []
     for steps in (50, 200):
         for batch in (256, 1024):
             lengths = lognormal(batch, steps)
             label = f"log-normal lengths: {describe(lengths, steps)}"
-            for case in CASES.values():
+            for case in cases:
                 results.append(case(batch, steps, lengths, args.rounds, label))
                 print(results[-1][0], flush=True)
     real = ml100k(1024, 50)
     if real is not None:
         label = f"ML-100K history lengths: {describe(real, 50)}"
-        for case in CASES.values():
+        for case in cases:
             results.append(case(1024, 50, real, args.rounds, label))
             print(results[-1][0], flush=True)
     save("lengths", [md for md, _ in results], [data for _, data in results])

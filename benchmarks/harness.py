@@ -99,11 +99,14 @@ def run_case(
     return report(title, baseline, rows), {"title": title, "baseline": baseline, "rows": rows}
 
 
-def setup(description: str) -> argparse.Namespace:
-    """Parse ``--rounds`` / ``--threads``, set the threads and the seed."""
+def setup(description: str, add_arguments=None) -> argparse.Namespace:
+    """Parse ``--rounds`` / ``--threads`` (and what ``add_arguments(parser)``
+    adds), set the threads and the seed."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=30, help="timed calls per candidate")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
