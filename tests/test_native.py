@@ -194,6 +194,36 @@ def test_a_nan_in_a_real_input_propagates_as_in_the_python_loop():
     torch.testing.assert_close(native_out, python_out, equal_nan=True)
 
 
+@needs_kernels
+def test_native_loops_from_several_python_threads_give_the_serial_results():
+    # The kernels let go of the GIL while they run; calls from threads must not
+    # share any state. (Inputs are made first: torch's global seed is not per thread.)
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(0)
+    cells = [AGRUCell(8, input_dim=3, att_type="AUGRU", dtype=torch.float64) for _ in range(4)]
+    inputs = [
+        (
+            torch.randn(9, 6, 3, generator=g, dtype=torch.float64),
+            torch.rand(9, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 7, (9,), generator=g),
+        )
+        for _ in cells
+    ]
+
+    def run(i):
+        x, att, lengths = inputs[i]
+        out, _ = dynamic_rnn_with_attention(cells[i], x, att, lengths=lengths)
+        return [out, *torch.autograd.grad(out.square().sum(), list(cells[i].parameters()))]
+
+    with _route("packed"):
+        serial = [run(i) for i in range(4)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            threaded = list(pool.map(run, range(4)))
+    for got, want in zip(threaded, serial, strict=True):
+        _assert_all_close(got, want)
+
+
 def test_unbuildable_kernels_fall_back_to_the_python_loops_with_one_warning(monkeypatch):
     from torch.utils import cpp_extension
 

@@ -654,13 +654,16 @@ void agru_packed_backward(const at::Tensor& d_out, const at::Tensor& z_act, cons
   });
 }
 
+// The loops touch no Python object: they let other Python threads run (an
+// inference server calling models from several threads, a DataLoader thread).
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("gru_forward", &gru_forward);
-  module.def("gru_backward", &gru_backward);
-  module.def("agru_forward", &agru_forward);
-  module.def("agru_backward", &agru_backward);
-  module.def("gru_packed_forward", &gru_packed_forward);
-  module.def("gru_packed_backward", &gru_packed_backward);
-  module.def("agru_packed_forward", &agru_packed_forward);
-  module.def("agru_packed_backward", &agru_packed_backward);
+  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
+  module.def("gru_forward", &gru_forward, release());
+  module.def("gru_backward", &gru_backward, release());
+  module.def("agru_forward", &agru_forward, release());
+  module.def("agru_backward", &agru_backward, release());
+  module.def("gru_packed_forward", &gru_packed_forward, release());
+  module.def("gru_packed_backward", &gru_packed_backward, release());
+  module.def("agru_packed_forward", &agru_packed_forward, release());
+  module.def("agru_packed_backward", &agru_packed_backward, release());
 }
