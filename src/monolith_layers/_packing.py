@@ -196,10 +196,11 @@ def plan_packing(
 
 # The dense scans keep about 8U values per (step, row) for their backward;
 # past this many (T * B * U) a training call runs packed (states only) even
-# without padding. That bounds its memory, and at that size it is faster too:
-# DIEN fwd+bwd on 2 CPU threads was slower packed at 3.3M (B=512, T=200,
-# U=32) and faster from 6.5M (B=1024, T=200), 1.3x at B=4096, T=200, U=64.
-DENSE_HISTORY_LIMIT = 1 << 22
+# without padding. That bounds its memory, and at that size it is faster too.
+# DIEN fwd+bwd, U 32, full length, native loops, 2 CPU threads: dense was
+# faster at 1.6M (B=256, T=200: 105 against 109 ms; B=1024, T=50: 82 against
+# 92 ms), packed at 3.3M (B=512, T=200: 162 against 188 ms).
+DENSE_HISTORY_LIMIT = 1 << 21
 # Skipping padding pays once at most this share of the (B, T) slots is real:
 # for inference, and for training (whose packed backward recomputes the gates).
 # Measured with the native loops, DIEN U 32 at T = 50 on 2 CPU threads: at 58 %
