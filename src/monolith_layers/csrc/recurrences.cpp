@@ -52,23 +52,25 @@ void activate(T* __restrict x, int64_t n, int64_t act) {
   }
 }
 
-// Row b of step t of a (T, B, width) buffer, plus a column offset. A buffer of
-// width 1 (a per-row factor such as AGRU's score) is read as that one value
-// for every column: col = 0.
+// Rows of a (T, B, width) buffer (row b of step t), or of a (rows, width) one
+// (row i), plus a column offset. A buffer of width 1 (a per-row factor such as
+// AGRU's score) is read as that one value for every column: col = 0.
 template <typename T>
 struct Rows {
   T* data = nullptr;
   int64_t step = 0, row = 0, col = 1;
 
   Rows() = default;
-  Rows(const at::Tensor& x, int64_t column = 0)
-      : data(x.data_ptr<T>() + column), step(x.stride(0)), row(x.stride(1)) {
-    TORCH_CHECK(x.dim() == 3 && (x.stride(2) == 1 || x.size(2) == 1),
-                "recurrence buffers must be (T, B, W) with unit last stride");
-    col = x.size(2) == 1 ? 0 : 1;
+  Rows(const at::Tensor& x, int64_t column = 0) : data(x.data_ptr<T>() + column) {
+    TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && (x.stride(-1) == 1 || x.size(-1) == 1),
+                "recurrence buffers must be (T, B, W) or (rows, W) with unit last stride");
+    step = x.dim() == 3 ? x.stride(0) : 0;
+    row = x.stride(-2);
+    col = x.size(-1) == 1 ? 0 : 1;
   }
   explicit operator bool() const { return data != nullptr; }
   T* at(int64_t t, int64_t b) const { return data + t * step + b * row; }
+  T* at(int64_t i) const { return data + i * row; }
 };
 
 template <typename T>
@@ -371,27 +373,6 @@ at::Tensor agru_backward_impl(const c10::optional<at::Tensor>& d_outputs, at::Te
 // the chunk's buffers; backward (n, in_row), with dL/dh of the sorted rows in
 // dh (B, U), updated in place.
 
-// Row i of a (rows, width) matrix; width 1 is read as one value per row (col 0).
-template <typename T>
-struct Mat {
-  T* data = nullptr;
-  int64_t ld = 0, col = 1;
-
-  Mat() = default;
-  explicit Mat(const at::Tensor& x, int64_t column = 0) : data(x.data_ptr<T>() + column), ld(x.stride(0)) {
-    TORCH_CHECK(x.dim() == 2 && (x.stride(1) == 1 || x.size(1) == 1),
-                "packed buffers must be (rows, width) with unit last stride");
-    col = x.size(1) == 1 ? 0 : 1;
-  }
-  explicit operator bool() const { return data != nullptr; }
-  T* at(int64_t i) const { return data + i * ld; }
-};
-
-template <typename T>
-Mat<T> optional_mat(const c10::optional<at::Tensor>& x) {
-  return x.has_value() && x->defined() ? Mat<T>(*x) : Mat<T>();
-}
-
 template <typename T>
 void gru_packed_forward_impl(const at::Tensor& gi, const at::Tensor& w_r_in, const at::Tensor& b_r_in,
                              const at::Tensor& states, const at::Tensor& steps, int64_t act) {
@@ -400,7 +381,7 @@ void gru_packed_forward_impl(const at::Tensor& gi, const at::Tensor& w_r_in, con
   const T* w = w_r.data_ptr<T>();
   const T* bias = b_r.data_ptr<T>();
   const int64_t* step = plan.data_ptr<int64_t>();
-  const Mat<T> gi_m(gi), state_m(states);
+  const Rows<T> gi_m(gi), state_m(states);
   const int64_t widest = plan.size(0) ? step[0] : 0;
   at::Tensor gh = at::empty({std::max<int64_t>(widest, 1), 3 * units}, states.options());
   T* gh_p = gh.data_ptr<T>();
@@ -409,7 +390,7 @@ void gru_packed_forward_impl(const at::Tensor& gi, const at::Tensor& w_r_in, con
     TORCH_CHECK(n <= widest, "packed steps must not widen");
     row_chunks(n, 3 * units * units, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) std::copy(bias, bias + 3 * units, gh_p + b * 3 * units);
-      gemm_rows(state_m.at(prev + begin), state_m.ld, w, units, 3 * units, gh_p + begin * 3 * units,
+      gemm_rows(state_m.at(prev + begin), state_m.row, w, units, 3 * units, gh_p + begin * 3 * units,
                 3 * units, end - begin);
       for (int64_t b = begin; b < end; ++b) {
         T* __restrict g = gh_p + b * 3 * units;
@@ -435,7 +416,7 @@ void gru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z, cons
   const at::Tensor w_r_t = w_r.t().contiguous(), plan = steps.contiguous();  // (3U, U)
   const T* wt = w_r_t.data_ptr<T>();
   const int64_t* step = plan.data_ptr<int64_t>();
-  const Mat<T> dout_m(d_out), z_m(z), c1_m(c1), c2_m(c2), grads_m(grads), dh_m(dh);
+  const Rows<T> dout_m(d_out), z_m(z), c1_m(c1), c2_m(c2), grads_m(grads), dh_m(dh);
   for (int64_t s = plan.size(0) - 1; s >= 0; --s) {
     const int64_t n = step[2 * s], in = step[2 * s + 1];
     row_chunks(n, 3 * units * units, [&](int64_t begin, int64_t end) {
@@ -457,8 +438,8 @@ void gru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z, cons
         }
       }
       // dh_{t-1} = dh_t z_t + [dz | dr | dgh_h] @ W_r^T
-      gemm_rows(grads_m.at(in + begin) + units, grads_m.ld, wt, 3 * units, units, dh_m.at(begin),
-                dh_m.ld, end - begin);
+      gemm_rows(grads_m.at(in + begin) + units, grads_m.row, wt, 3 * units, units, dh_m.at(begin),
+                dh_m.row, end - begin);
     });
   }
 }
@@ -473,7 +454,7 @@ void agru_packed_forward_impl(const at::Tensor& xp, const c10::optional<at::Tens
   const T* wg = w_gh.data_ptr<T>();
   const T* wc = w_ch.data_ptr<T>();
   const int64_t* step = plan.data_ptr<int64_t>();
-  const Mat<T> x_m(xp), state_m(states), a_m = optional_mat<T>(a);
+  const Rows<T> x_m(xp), state_m(states), a_m = optional_rows<T>(a);
   const int64_t widest = std::max<int64_t>(plan.size(0) ? step[0] : 0, 1);
   at::Tensor scratch = at::empty({widest, 4 * units}, states.options());  // [gates | q | c]
   T* sc = scratch.data_ptr<T>();
@@ -484,7 +465,7 @@ void agru_packed_forward_impl(const at::Tensor& xp, const c10::optional<at::Tens
     row_chunks(n, 3 * units * units, [&](int64_t begin, int64_t end) {
       const int64_t rows = end - begin;
       for (int64_t b = begin; b < end; ++b) std::copy(x_m.at(in + b), x_m.at(in + b) + 2 * units, sc + b * ld);
-      gemm_rows(state_m.at(prev + begin), state_m.ld, wg, units, 2 * units, sc + begin * ld, ld, rows);
+      gemm_rows(state_m.at(prev + begin), state_m.row, wg, units, 2 * units, sc + begin * ld, ld, rows);
       for (int64_t b = begin; b < end; ++b) {
         T* __restrict g = sc + b * ld;
         const T* __restrict h = state_m.at(prev + b);
@@ -526,8 +507,8 @@ void agru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z_act,
   const T* wct = w_ch_t.data_ptr<T>();  // (U, U)
   const T* wgt = w_gh_t.data_ptr<T>();  // (2U, U)
   const int64_t* step = plan.data_ptr<int64_t>();
-  const Mat<T> dout_m(d_out), za_m(z_act), coef_m(coefs), keep_m(keep), r_m(r), pair_m(pairs);
-  const Mat<T> dxp_m(d_xp), dh_m(dh);
+  const Rows<T> dout_m(d_out), za_m(z_act), coef_m(coefs), keep_m(keep), r_m(r), pair_m(pairs);
+  const Rows<T> dxp_m(d_xp), dh_m(dh);
   for (int64_t s = plan.size(0) - 1; s >= 0; --s) {
     const int64_t n = step[2 * s], in = step[2 * s + 1];
     row_chunks(n, 3 * units * units, [&](int64_t begin, int64_t end) {
@@ -545,8 +526,8 @@ void agru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z_act,
         std::fill(pair, pair + units, T(0));
       }
       // dq = dc @ W_ch^T, into pairs' first half
-      gemm_rows(dxp_m.at(in + begin) + 2 * units, dxp_m.ld, wct, units, units, pair_m.at(in + begin),
-                pair_m.ld, rows);
+      gemm_rows(dxp_m.at(in + begin) + 2 * units, dxp_m.row, wct, units, units, pair_m.at(in + begin),
+                pair_m.row, rows);
       for (int64_t b = begin; b < end; ++b) {
         T* __restrict g = dh_m.at(b);
         const T* __restrict pair = pair_m.at(in + b);
@@ -558,7 +539,7 @@ void agru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z_act,
         // dh_{t-1} = dh_t (1 - z_t) + dq_t r_t (+ d_gates_t @ W_gh^T below)
         for (int64_t j = 0; j < units; ++j) g[j] = pair[units + j] * kp[j * keep_m.col] + pair[j] * rb[j];
       }
-      gemm_rows(dxp_m.at(in + begin), dxp_m.ld, wgt, 2 * units, units, dh_m.at(begin), dh_m.ld, rows);
+      gemm_rows(dxp_m.at(in + begin), dxp_m.row, wgt, 2 * units, units, dh_m.at(begin), dh_m.row, rows);
     });
   }
 }
