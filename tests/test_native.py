@@ -181,6 +181,40 @@ def test_native_keras_gru_gradcheck():
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("route", ["dense", "packed"])
+def test_saturated_gates_give_the_python_loops_results(dtype, route):
+    # Pre-activations far past exp's range (|x| in the thousands): the native
+    # sigmoid / tanh must saturate as torch's do, not turn into NaN.
+    torch.manual_seed(0)
+    agru = AGRUCell(4, input_dim=3, att_type="AUGRU", dtype=dtype)
+    gru = KerasGRUCell(4, input_dim=3, dtype=dtype)
+    x = (torch.randn(9, 5, 3, dtype=dtype) * 1000).requires_grad_()
+    att = torch.rand(9, 5, dtype=dtype)
+    lengths = torch.tensor([5, 4, 3, 2, 1, 5, 1, 2, 3])
+    results = []
+    for on in (True, False):
+        with _route(route), native_module.native(on):
+            out, _ = dynamic_rnn_with_attention(agru, x, att, lengths=lengths)
+            seq, _ = gru_sequence(gru, x, lengths=lengths)
+            loss = out.sum() + seq.sum()
+            results.append(
+                [out, seq, *torch.autograd.grad(loss, [x, *agru.parameters(), *gru.parameters()])]
+            )
+    assert all(t.isfinite().all() for t in results[0])
+    # In float32 a saturated gate's slope, recovered from an output that rounds
+    # to 1, is rounding noise on both sides (times inputs of 1000): only the
+    # outputs are compared there; float64 compares every gradient too.
+    compared = (
+        zip(*results, strict=True)
+        if dtype == torch.float64
+        else zip(*(r[:2] for r in results), strict=True)
+    )
+    for got, want in compared:
+        torch.testing.assert_close(got, want)
+
+
+@needs_kernels
 def test_a_nan_in_a_real_input_propagates_as_in_the_python_loop():
     cell = AGRUCell(4, input_dim=3, att_type="AUGRU")
     x = torch.randn(2, 5, 3)

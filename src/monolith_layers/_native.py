@@ -80,6 +80,18 @@ def _build_name() -> str:
     return "monolith_layers_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def _source_copy(folder: Path, name: str) -> Path:
+    """The source, copied into the build folder: ninja's build file names the
+    source's path, so compiling each checkout's own copy would rebuild (about a
+    minute) whenever another checkout or virtualenv had used the cache last."""
+    copy = folder / f"{name}.cpp"
+    if not copy.exists():
+        partial = folder / f"{name}.cpp.{os.getpid()}"
+        partial.write_text(SOURCE.read_text())
+        os.replace(partial, copy)  # atomic: another process may be doing the same
+    return copy
+
+
 def kernels() -> ModuleType | None:
     """The compiled module, building it on the first call; None when off or unbuildable."""
     global _module, _failed
@@ -102,7 +114,7 @@ def kernels() -> ModuleType | None:
             folder.mkdir(parents=True, exist_ok=True)
             _module = cpp_extension.load(
                 name=name,
-                sources=[str(SOURCE)],
+                sources=[str(_source_copy(folder, name))],
                 extra_cflags=FLAGS,
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(folder),

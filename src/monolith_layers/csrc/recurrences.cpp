@@ -9,7 +9,8 @@
 // Built on the machine that runs it (torch.utils.cpp_extension, see
 // _native.py), with -ffast-math so that exp and tanh vectorise (glibc's vector
 // maths is declared only under it). The loops make no NaN or infinity tests for
-// the compiler to drop: a NaN in a real input propagates as in the Python loops.
+// the compiler to drop: a NaN in a real input propagates as in the Python loops;
+// exp and tanh never see arguments past their range (see sigmoid below).
 
 #include <torch/extension.h>
 
@@ -28,9 +29,21 @@ enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
 // multiply-adds: below that, waking a second thread costs more than it saves.
 constexpr int64_t kGrainWork = 32768;
 
+// Under -ffast-math the vector exp and tanh assume finite results: an input
+// past their range gives NaN, not infinity or +-1. So exp only ever sees
+// -|x| <= 0, and tanh's input is only passed through where |x| <= 20 (beyond,
+// tanh is +-1 in float32 and float64 alike). A NaN input still gives NaN.
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(-std::fabs(x));  // in (0, 1]
+  const T s = T(1) / (T(1) + e);
+  return x >= T(0) ? s : e * s;
+}
+
+template <typename T>
+inline T saturating_tanh(T x) {
+  const T t = std::tanh(x);
+  return std::fabs(x) > T(20) ? std::copysign(T(1), x) : t;
 }
 
 // The activation in place over n values; the switch stays outside the loops so
@@ -39,7 +52,7 @@ template <typename T>
 void activate(T* __restrict x, int64_t n, int64_t act) {
   switch (act) {
     case kTanh:
-      for (int64_t j = 0; j < n; ++j) x[j] = std::tanh(x[j]);
+      for (int64_t j = 0; j < n; ++j) x[j] = saturating_tanh(x[j]);
       break;
     case kSigmoid:
       for (int64_t j = 0; j < n; ++j) x[j] = sigmoid(x[j]);
