@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace {
 
@@ -30,20 +32,32 @@ enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
 constexpr int64_t kGrainWork = 32768;
 
 // Under -ffast-math the vector exp and tanh assume finite results: an input
-// past their range gives NaN, not infinity or +-1. So exp only ever sees
-// -|x| <= 0, and tanh's input is only passed through where |x| <= 20 (beyond,
-// tanh is +-1 in float32 and float64 alike). A NaN input still gives NaN.
+// past their range gives NaN, not infinity or +-1. So exp(-x) is only taken
+// where it stays finite (x >= -80 in float32, -700 in float64; below, the
+// result is sigmoid(-80) = 1.8e-35 or sigmoid(-700), zero to any use), and
+// tanh's input only where |x| <= 20 (beyond, tanh is +-1 in both types).
+// -ffast-math also lets the compiler assume no NaN, folding float tests for
+// one away; is_nan reads the bits, so a NaN input still gives NaN.
+template <typename T>
+inline bool is_nan(T x) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+  Bits bits;
+  std::memcpy(&bits, &x, sizeof(T));
+  return (bits & ~(Bits(1) << (8 * sizeof(T) - 1))) > exponent;
+}
+
 template <typename T>
 inline T sigmoid(T x) {
-  const T e = std::exp(-std::fabs(x));  // in (0, 1]
-  const T s = T(1) / (T(1) + e);
-  return x >= T(0) ? s : e * s;
+  constexpr T limit = sizeof(T) == 4 ? T(80) : T(700);
+  const T s = T(1) / (T(1) + std::exp(x >= -limit ? -x : limit));
+  return is_nan(x) ? x : s;
 }
 
 template <typename T>
 inline T saturating_tanh(T x) {
-  const T t = std::tanh(x);
-  return std::fabs(x) > T(20) ? std::copysign(T(1), x) : t;
+  const T t = std::tanh(std::fabs(x) > T(20) ? std::copysign(T(20), x) : x);
+  return is_nan(x) ? x : t;
 }
 
 // The activation in place over n values; the switch stays outside the loops so
