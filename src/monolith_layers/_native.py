@@ -72,6 +72,9 @@ def _build_name() -> str:
         [
             SOURCE.read_text(),
             torch.__version__,
+            # The build commands name torch's headers: another installation (another
+            # virtualenv) gets its own build rather than rebuilding this one's.
+            str(Path(torch.__file__).parent),
             " ".join(FLAGS),
             _cpu_name(),
             platform.python_version(),
