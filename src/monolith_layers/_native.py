@@ -1,15 +1,17 @@
-"""The native (C++) time loops of the fused recurrences, built on first use.
+"""The native (C++) kernels, built on first use.
 
 ``csrc/recurrences.cpp`` runs the per-step work of :mod:`._gru_scan` and
 :mod:`._agru_scan` (a step's matmuls plus one pass over its elementwise work)
-without a Python round trip per tensor op. It is compiled once per machine
+without a Python round trip per tensor op; ``csrc/interactions.cpp`` runs
+AutoInt's attention rounds and SeNet's squeeze and scale one sample at a time
+in cache. The sources in ``csrc/`` are compiled once per machine
 with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are
 needed; about a minute) into torch's extension cache, tuned for the CPU it
-runs on. Where it cannot be built, the same loops run in Python: results are
-equal to float rounding either way.
+runs on. Where it cannot be built, the same computations run as tensor ops:
+results are equal to float rounding either way.
 
 ``MONOLITH_LAYERS_NATIVE=0`` (or ``set_native(False)``, or ``with
-native(False): ...``) keeps to the Python loops; the default ``1`` builds and
+native(False): ...``) keeps to the tensor ops; the default ``1`` builds and
 uses the kernels. Either way :func:`~monolith_layers.set_fused` decides
 whether the fused paths run at all.
 """
@@ -30,8 +32,8 @@ import torch
 from ._switch import ProcessSwitch
 
 ENV_VAR = "MONOLITH_LAYERS_NATIVE"
-SOURCE = Path(__file__).with_name("csrc") / "recurrences.cpp"
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+SOURCES = Path(__file__).with_name("csrc")
+FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp"]
 ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
 
@@ -42,12 +44,12 @@ _failed = False
 
 
 def set_native(enabled: bool) -> bool:
-    """Use (True) or skip (False) the native time loops; returns the old setting."""
+    """Use (True) or skip (False) the native kernels; returns the old setting."""
     return _SWITCH.set(enabled)
 
 
 def native(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """``with native(False): ...`` runs a block on the Python loops."""
+    """``with native(False): ...`` runs a block without the native kernels."""
     return _SWITCH.scoped(enabled)
 
 
@@ -67,10 +69,19 @@ def _cpu_name() -> str:
     return "\n".join(found.values()) or platform.processor()
 
 
+def _sources() -> dict[str, str]:
+    """The kernels' source files (C++ and headers) by name."""
+    return {
+        path.name: path.read_text()
+        for path in sorted(SOURCES.iterdir())
+        if path.suffix in (".cpp", ".h")
+    }
+
+
 def _build_name() -> str:
     key = "\n".join(
         [
-            SOURCE.read_text(),
+            *(f"{name}\n{text}" for name, text in _sources().items()),
             torch.__version__,
             # The build commands name torch's headers: another installation (another
             # virtualenv) gets its own build rather than rebuilding this one's.
@@ -83,16 +94,20 @@ def _build_name() -> str:
     return "monolith_layers_native_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _source_copy(folder: Path, name: str) -> Path:
-    """The source, copied into the build folder: ninja's build file names the
-    source's path, so compiling each checkout's own copy would rebuild (about a
-    minute) whenever another checkout or virtualenv had used the cache last."""
-    copy = folder / f"{name}.cpp"
-    if not copy.exists():
-        partial = folder / f"{name}.cpp.{os.getpid()}"
-        partial.write_text(SOURCE.read_text())
-        os.replace(partial, copy)  # atomic: another process may be doing the same
-    return copy
+def _source_copies(folder: Path) -> list[Path]:
+    """The C++ sources, copied (with their headers) into the build folder:
+    ninja's build file names the sources' paths, so compiling each checkout's
+    own copy would rebuild (about a minute) whenever another checkout or
+    virtualenv had used the cache last. Returns the copies of the .cpp files."""
+    copies = folder / "src"
+    copies.mkdir(exist_ok=True)
+    for name, text in _sources().items():
+        copy = copies / name
+        if not copy.exists():
+            partial = copies / f"{name}.{os.getpid()}"
+            partial.write_text(text)
+            os.replace(partial, copy)  # atomic: another process may be doing the same
+    return sorted(path for path in copies.iterdir() if path.suffix == ".cpp")
 
 
 def kernels() -> ModuleType | None:
@@ -108,7 +123,7 @@ def kernels() -> ModuleType | None:
         folder = Path(root) / name
         if not (folder / f"{name}.so").exists():
             _log.warning(
-                "monolith_layers: compiling the native recurrence kernels into %s (once per "
+                "monolith_layers: compiling the native kernels into %s (once per "
                 "machine, about a minute; %s=0 skips them)",
                 folder,
                 ENV_VAR,
@@ -117,17 +132,17 @@ def kernels() -> ModuleType | None:
             folder.mkdir(parents=True, exist_ok=True)
             _module = cpp_extension.load(
                 name=name,
-                sources=[str(_source_copy(folder, name))],
+                sources=[str(path) for path in _source_copies(folder)],
                 extra_cflags=FLAGS,
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(folder),
                 verbose=False,
             )
-        except Exception as err:  # no compiler, no ninja, no headers: the Python loops remain
+        except Exception as err:  # no compiler, no ninja, no headers: the tensor ops remain
             _failed = True
             warnings.warn(
-                f"monolith_layers: the native recurrence kernels could not be built ({err}); "
-                f"using the Python loops (same results, slower). Set {ENV_VAR}=0 to skip the attempt.",
+                f"monolith_layers: the native kernels could not be built ({err}); using "
+                f"plain tensor ops (same results, slower). Set {ENV_VAR}=0 to skip the attempt.",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _interactions
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from ._checks import (
@@ -26,8 +27,9 @@ from ._checks import (
     check_tensor,
     resolve,
 )
-from ._fused import is_tracing
+from ._fused import fused_activation_name, is_tracing
 from ._sequence import masked_softmax, zero_padded
+from .dense import KERNEL_NORM_EPSILON
 from .layer import Layer
 from .merge import MERGE_TYPES, merge_tensor_list
 from .mlp import MLP
@@ -85,22 +87,33 @@ class AutoInt(Layer):
         self.check_input_dtype("embeds", x)
         present = None
         if mask is not None:
-            present = check_mask(where, mask, x.shape[0], x.shape[1]).unsqueeze(-1)  # (B, F, 1)
-            x = zero_padded(x, present.squeeze(-1))
+            present = check_mask(where, mask, x.shape[0], x.shape[1])  # (B, F)
+            x = zero_padded(x, present)
+        out = _interactions.autoint_rounds(x, present, self.layer_num, self._divisor(x))
+        if out is None:
+            out = self._rounds(x, present)
+        return merge_tensor_list(out, self.out_type, keep_list=self.keep_list)
+
+    def _divisor(self, x: torch.Tensor) -> float:
+        return x.shape[-1] ** 0.5 if self.scale else 1.0
+
+    def _rounds(self, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """The rounds as tensor ops (the native kernel's reference); present (B, F) or None."""
+        queries = None if present is None else present.unsqueeze(-1)  # (B, F, 1)
+        keys = None if present is None else present.unsqueeze(1)  # (B, 1, F)
         for _ in range(self.layer_num):
             logits = torch.bmm(x, x.transpose(1, 2))  # (B, F, F)
             if self.scale:
-                logits = logits / x.shape[-1] ** 0.5
-            keys_present = None if present is None else present.transpose(1, 2)
-            x = torch.bmm(masked_softmax(logits, keys_present, dim=-1), x)
-            if present is not None:
-                x = torch.where(present, x, x.new_zeros(()))
+                logits = logits / self._divisor(x)
+            x = torch.bmm(masked_softmax(logits, keys, dim=-1), x)
+            if queries is not None:
+                x = torch.where(queries, x, x.new_zeros(()))
         if x.requires_grad and not is_tracing():
             # A loss such as out.sum() hands back a stride-0 gradient, on which
             # bmm's backward copies every (F, E) matrix on its own (1.5x the
             # whole fwd+bwd at (1024, 39, 16)); one dense copy is far cheaper.
             x.register_hook(torch.Tensor.contiguous)
-        return merge_tensor_list(x, self.out_type, keep_list=self.keep_list)
+        return x
 
 
 def _check_nas_space(where: str, nas_space: Any) -> list[int]:
@@ -432,12 +445,35 @@ class SeNet(Layer):
         if isinstance(embeds, torch.Tensor):
             embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, None))
             self.check_input_dtype("embeds", embeds)
-            # sum / E rather than mean: the backward then broadcasts instead of
-            # materialising a full-size gradient for the squeeze.
-            weights = self.excitation(embeds.sum(dim=2) / embeds.shape[2])
-            out = embeds * weights.unsqueeze(-1)
+            out = self._native_forward(embeds)
+            if out is None:
+                # sum / E rather than mean: the backward then broadcasts instead
+                # of materialising a full-size gradient for the squeeze.
+                weights = self.excitation(embeds.sum(dim=2) / embeds.shape[2])
+                out = embeds * weights.unsqueeze(-1)
             return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
         return self._forward_list(where, embeds)
+
+    def _native_forward(self, embeds: torch.Tensor) -> torch.Tensor | None:
+        """The whole layer in one native kernel, when the tower is absent or still
+        the one the constructor built (weight-normalised denses with biases, relu
+        then sigmoid); None where the kernel cannot run."""
+        tower = self.cmp_tower
+        if tower is None:
+            return _interactions.senet(embeds, None, KERNEL_NORM_EPSILON)
+        denses = (tower.dense_0, tower.dense_1)
+        if (
+            tower._stack != ["dense_0", "activation_0", "dense_1", "activation_1"]
+            or fused_activation_name(tower.activation_0) != "relu"
+            or fused_activation_name(tower.activation_1) != "sigmoid"
+            or any(
+                not d.allow_kernel_norm or d.trainable_kernel_norm is None or d.bias is None
+                for d in denses
+            )
+        ):
+            return None
+        weights = tuple(w for d in denses for w in (d.kernel, d.trainable_kernel_norm, d.bias))
+        return _interactions.senet(embeds, weights, KERNEL_NORM_EPSILON)
 
     def _forward_list(self, where: str, embeds: list[torch.Tensor]):
         if not isinstance(embeds, (list, tuple)):

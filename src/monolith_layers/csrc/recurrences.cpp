@@ -6,59 +6,17 @@
 // axis; rows may be strided (views into wider buffers). The Python side
 // allocates and owns all buffers; these loops only fill them.
 //
-// Built on the machine that runs it (torch.utils.cpp_extension, see
-// _native.py), with -ffast-math so that exp and tanh vectorise (glibc's vector
-// maths is declared only under it). The loops make no NaN or infinity tests for
-// the compiler to drop: a NaN in a real input propagates as in the Python loops;
-// exp and tanh never see arguments past their range (see sigmoid below).
+// Shared helpers (bounded exp / tanh, row accessors, the small matmul) are
+// in common.h.
 
-#include <torch/extension.h>
-
-#include <ATen/Parallel.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
+#include "common.h"
 
 namespace {
 
+using namespace monolith_native;
+
 enum Act : int64_t { kTanh = 0, kSigmoid = 1, kRelu = 2, kLinear = 3 };
 enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
-
-// A step is split over threads only in chunks of at least this many
-// multiply-adds: below that, waking a second thread costs more than it saves.
-constexpr int64_t kGrainWork = 32768;
-
-// Under -ffast-math the vector exp and tanh assume finite results: an input
-// past their range gives NaN, not infinity or +-1. So exp(-x) is only taken
-// where it stays finite (x >= -80 in float32, -700 in float64; below, the
-// result is sigmoid(-80) = 1.8e-35 or sigmoid(-700), zero to any use), and
-// tanh's input only where |x| <= 20 (beyond, tanh is +-1 in both types).
-// -ffast-math also lets the compiler assume no NaN, folding float tests for
-// one away; is_nan reads the bits, so a NaN input still gives NaN.
-template <typename T>
-inline bool is_nan(T x) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-  Bits bits;
-  std::memcpy(&bits, &x, sizeof(T));
-  return (bits & ~(Bits(1) << (8 * sizeof(T) - 1))) > exponent;
-}
-
-template <typename T>
-inline T sigmoid(T x) {
-  constexpr T limit = sizeof(T) == 4 ? T(80) : T(700);
-  const T s = T(1) / (T(1) + std::exp(x >= -limit ? -x : limit));
-  return is_nan(x) ? x : s;
-}
-
-template <typename T>
-inline T saturating_tanh(T x) {
-  const T t = std::tanh(std::fabs(x) > T(20) ? std::copysign(T(20), x) : x);
-  return is_nan(x) ? x : t;
-}
 
 // The activation in place over n values; the switch stays outside the loops so
 // that each loop vectorises (exp and tanh through the vector math library).
@@ -76,87 +34,6 @@ void activate(T* __restrict x, int64_t n, int64_t act) {
       break;
     default:
       break;
-  }
-}
-
-// Rows of a (T, B, width) buffer (row b of step t), or of a (rows, width) one
-// (row i), plus a column offset. A buffer of width 1 (a per-row factor such as
-// AGRU's score) is read as that one value for every column: col = 0.
-template <typename T>
-struct Rows {
-  T* data = nullptr;
-  int64_t step = 0, row = 0, col = 1;
-
-  Rows() = default;
-  Rows(const at::Tensor& x, int64_t column = 0) : data(x.data_ptr<T>() + column) {
-    TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && (x.stride(-1) == 1 || x.size(-1) == 1),
-                "recurrence buffers must be (T, B, W) or (rows, W) with unit last stride");
-    step = x.dim() == 3 ? x.stride(0) : 0;
-    row = x.stride(-2);
-    col = x.size(-1) == 1 ? 0 : 1;
-  }
-  explicit operator bool() const { return data != nullptr; }
-  T* at(int64_t t, int64_t b) const { return data + t * step + b * row; }
-  T* at(int64_t i) const { return data + i * row; }
-};
-
-template <typename T>
-Rows<T> optional_rows(const c10::optional<at::Tensor>& x, int64_t column = 0) {
-  return x.has_value() && x->defined() ? Rows<T>(*x, column) : Rows<T>();
-}
-
-// One step over the batch: fn(begin, end) on row ranges, in parallel when each
-// thread gets at least kGrainWork multiply-adds (work_per_row of them per row).
-template <typename Fn>
-void row_chunks(int64_t batch, int64_t work_per_row, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(work_per_row, 1));
-  at::parallel_for(0, batch, grain, fn);
-}
-
-// ------------------------------------------------------------ small matmuls
-//
-// The per-step matmuls are (rows, K) @ (K, N) with K and N the unit count (or
-// 2-3 times it): too small for a BLAS call to amortise its threading, so each
-// thread multiplies its own rows here, right beside the elementwise work.
-
-// C[r, :NB] += A[r, :K] @ W[:K, :NB] for R rows, W's rows N apart. The R
-// accumulators are vectors of one cache line each (GCC / Clang vector types),
-// held in registers through the k loop.
-template <typename T, int R, int NB>
-inline void gemm_block(const T* __restrict a, int64_t lda, const T* __restrict w, int64_t k_size,
-                       int64_t n_size, T* __restrict c, int64_t ldc) {
-  typedef T Vec __attribute__((vector_size(NB * sizeof(T))));
-  Vec acc[R];
-  for (int r = 0; r < R; ++r) __builtin_memcpy(&acc[r], c + r * ldc, sizeof(Vec));
-  for (int64_t k = 0; k < k_size; ++k) {
-    Vec wk;
-    __builtin_memcpy(&wk, w + k * n_size, sizeof(Vec));
-    for (int r = 0; r < R; ++r) acc[r] += a[r * lda + k] * wk;
-  }
-  for (int r = 0; r < R; ++r) __builtin_memcpy(c + r * ldc, &acc[r], sizeof(Vec));
-}
-
-// C[:rows, :N] += A[:rows, :K] @ W, W (K, N) contiguous.
-template <typename T>
-void gemm_rows(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_size, T* c,
-               int64_t ldc, int64_t rows) {
-  constexpr int NB = 64 / sizeof(T);  // one cache line of W per k
-  int64_t n0 = 0;
-  for (; n0 + NB <= n_size; n0 += NB) {
-    int64_t r = 0;
-    for (; r + 8 <= rows; r += 8)
-      gemm_block<T, 8, NB>(a + r * lda, lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
-    for (; r < rows; ++r)
-      gemm_block<T, 1, NB>(a + r * lda, lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
-  }
-  if (n0 == n_size) return;
-  for (int64_t r = 0; r < rows; ++r) {
-    T* __restrict cr = c + r * ldc;
-    for (int64_t k = 0; k < k_size; ++k) {
-      const T ak = a[r * lda + k];
-      const T* __restrict wk = w + k * n_size;
-      for (int64_t n = n0; n < n_size; ++n) cr[n] += ak * wk[n];
-    }
   }
 }
 
@@ -571,10 +448,6 @@ void agru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z_act,
   }
 }
 
-void check_cpu(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.device().is_cpu(), name, " must be on the CPU");
-}
-
 }  // namespace
 
 void gru_forward(const at::Tensor& gi, const at::Tensor& w_r, const at::Tensor& b_r,
@@ -662,9 +535,7 @@ void agru_packed_backward(const at::Tensor& d_out, const at::Tensor& z_act, cons
   });
 }
 
-// The loops touch no Python object: they let other Python threads run (an
-// inference server calling models from several threads, a DataLoader thread).
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+void register_recurrences(pybind11::module& module) {
   using release = pybind11::call_guard<pybind11::gil_scoped_release>;
   module.def("gru_forward", &gru_forward, release());
   module.def("gru_backward", &gru_backward, release());

@@ -1,0 +1,174 @@
+// Helpers shared by the native kernels (recurrences.cpp, interactions.cpp):
+// NaN-safe bounded maths, row accessors, the per-thread row split and a
+// small register-blocked matmul.
+//
+// Built on the machine that runs it (torch.utils.cpp_extension, see
+// _native.py), with -ffast-math so that exp and tanh vectorise (glibc's vector
+// maths is declared only under it). The kernels make no NaN or infinity tests
+// for the compiler to drop: a NaN in a real input propagates as in the Python
+// code; exp and tanh never see arguments past their range (see sigmoid below).
+
+#pragma once
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace monolith_native {
+
+// A step is split over threads only in chunks of at least this many
+// multiply-adds: below that, waking a second thread costs more than it saves.
+constexpr int64_t kGrainWork = 32768;
+
+// Under -ffast-math the vector exp and tanh assume finite results: an input
+// past their range gives NaN, not infinity or +-1. So exp(-x) is only taken
+// where it stays finite (x >= -80 in float32, -700 in float64; below, the
+// result is sigmoid(-80) = 1.8e-35 or sigmoid(-700), zero to any use), and
+// tanh's input only where |x| <= 20 (beyond, tanh is +-1 in both types).
+// -ffast-math also lets the compiler assume no NaN, folding float tests for
+// one away; is_nan reads the bits, so a NaN input still gives NaN.
+template <typename T>
+inline bool is_nan(T x) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+  Bits bits;
+  std::memcpy(&bits, &x, sizeof(T));
+  return (bits & ~(Bits(1) << (8 * sizeof(T) - 1))) > exponent;
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+  constexpr T limit = sizeof(T) == 4 ? T(80) : T(700);
+  const T s = T(1) / (T(1) + std::exp(x >= -limit ? -x : limit));
+  return is_nan(x) ? x : s;
+}
+
+template <typename T>
+inline T saturating_tanh(T x) {
+  const T t = std::tanh(std::fabs(x) > T(20) ? std::copysign(T(20), x) : x);
+  return is_nan(x) ? x : t;
+}
+
+// Rows of a (T, B, width) buffer (row b of step t), or of a (rows, width) one
+// (row i), plus a column offset. A buffer of width 1 (a per-row factor such as
+// AGRU's score) is read as that one value for every column: col = 0.
+template <typename T>
+struct Rows {
+  T* data = nullptr;
+  int64_t step = 0, row = 0, col = 1;
+
+  Rows() = default;
+  Rows(const at::Tensor& x, int64_t column = 0) : data(x.data_ptr<T>() + column) {
+    TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && (x.stride(-1) == 1 || x.size(-1) == 1),
+                "recurrence buffers must be (T, B, W) or (rows, W) with unit last stride");
+    step = x.dim() == 3 ? x.stride(0) : 0;
+    row = x.stride(-2);
+    col = x.size(-1) == 1 ? 0 : 1;
+  }
+  explicit operator bool() const { return data != nullptr; }
+  T* at(int64_t t, int64_t b) const { return data + t * step + b * row; }
+  T* at(int64_t i) const { return data + i * row; }
+};
+
+template <typename T>
+Rows<T> optional_rows(const c10::optional<at::Tensor>& x, int64_t column = 0) {
+  return x.has_value() && x->defined() ? Rows<T>(*x, column) : Rows<T>();
+}
+
+// One step over the batch: fn(begin, end) on row ranges, in parallel when each
+// thread gets at least kGrainWork multiply-adds (work_per_row of them per row).
+template <typename Fn>
+void row_chunks(int64_t batch, int64_t work_per_row, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(work_per_row, 1));
+  at::parallel_for(0, batch, grain, fn);
+}
+
+// ------------------------------------------------------------ small matmuls
+//
+// The per-step matmuls are (rows, K) @ (K, N) with K and N the unit count (or
+// 2-3 times it): too small for a BLAS call to amortise its threading, so each
+// thread multiplies its own rows here, right beside the elementwise work.
+
+// A's element (r, k): A is (rows, K) with row stride lda, or, transposed
+// (kTransposed), A is given as its transpose (K, rows) with row stride lda.
+template <typename T, bool kTransposed>
+inline T a_at(const T* a, int64_t lda, int64_t r, int64_t k) {
+  return kTransposed ? a[k * lda + r] : a[r * lda + k];
+}
+
+// C[r, :NB] += A[r, :K] @ W[:K, :NB] for R rows, W's rows N apart. The R
+// accumulators are vectors of one cache line each (GCC / Clang vector types),
+// held in registers through the k loop.
+template <typename T, int R, int NB, bool kTransposed>
+inline void gemm_block(const T* __restrict a, int64_t lda, const T* __restrict w, int64_t k_size,
+                       int64_t n_size, T* __restrict c, int64_t ldc) {
+  typedef T Vec __attribute__((vector_size(NB * sizeof(T))));
+  Vec acc[R];
+  for (int r = 0; r < R; ++r) __builtin_memcpy(&acc[r], c + r * ldc, sizeof(Vec));
+  for (int64_t k = 0; k < k_size; ++k) {
+    Vec wk;
+    __builtin_memcpy(&wk, w + k * n_size, sizeof(Vec));
+    for (int r = 0; r < R; ++r) acc[r] += a_at<T, kTransposed>(a, lda, r, k) * wk;
+  }
+  for (int r = 0; r < R; ++r) __builtin_memcpy(c + r * ldc, &acc[r], sizeof(Vec));
+}
+
+// The last rows - r < 8 rows of gemm_rows, in one block of that many rows.
+template <typename T, int NB, bool kTransposed>
+inline void gemm_tail(int64_t tail, const T* a, int64_t lda, const T* w, int64_t k_size,
+                      int64_t n_size, T* c, int64_t ldc) {
+  switch (tail) {
+#define MONOLITH_TAIL(R) \
+  case R:                \
+    return gemm_block<T, R, NB, kTransposed>(a, lda, w, k_size, n_size, c, ldc);
+    MONOLITH_TAIL(1)
+    MONOLITH_TAIL(2)
+    MONOLITH_TAIL(3)
+    MONOLITH_TAIL(4)
+    MONOLITH_TAIL(5)
+    MONOLITH_TAIL(6)
+    MONOLITH_TAIL(7)
+#undef MONOLITH_TAIL
+    default:
+      return;
+  }
+}
+
+// C[:rows, :N] += A[:rows, :K] @ W, W (K, N) contiguous; A as in a_at. Rows
+// go in blocks of 8 and one block of the rest, so that a 39-row product keeps
+// 7 accumulators busy in its last block rather than running rows one by one.
+template <typename T, bool kTransposed = false>
+void gemm_rows(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_size, T* c,
+               int64_t ldc, int64_t rows) {
+  constexpr int NB = 64 / sizeof(T);  // one cache line of W per k
+  auto a_rows = [&](int64_t r) { return kTransposed ? a + r : a + r * lda; };
+  int64_t n0 = 0;
+  for (; n0 + NB <= n_size; n0 += NB) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8)
+      gemm_block<T, 8, NB, kTransposed>(a_rows(r), lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
+    gemm_tail<T, NB, kTransposed>(rows - r, a_rows(r), lda, w + n0, k_size, n_size,
+                                  c + r * ldc + n0, ldc);
+  }
+  if (n0 == n_size) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* __restrict cr = c + r * ldc;
+    for (int64_t k = 0; k < k_size; ++k) {
+      const T ak = a_at<T, kTransposed>(a, lda, r, k);
+      const T* __restrict wk = w + k * n_size;
+      for (int64_t n = n0; n < n_size; ++n) cr[n] += ak * wk[n];
+    }
+  }
+}
+
+inline void check_cpu(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), name, " must be on the CPU");
+}
+
+}  // namespace monolith_native
