@@ -1,21 +1,18 @@
 """The native (C++) time loops against the Python loops they replace."""
 
 import contextlib
-import shutil
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_helpers import counting_native_calls, needs_kernels
 
 import monolith_layers._native as native_module
 import monolith_layers._packing as packing_module
 from monolith_layers import AGRUCell, KerasGRUCell, dynamic_rnn_with_attention, gru_sequence
 from monolith_layers._agru_scan import _AGRUScan
 from monolith_layers._gru_scan import _GRUScan
-
-CAN_BUILD = shutil.which("c++") is not None and shutil.which("ninja") is not None
-needs_kernels = pytest.mark.skipif(not CAN_BUILD, reason="no C++ compiler / ninja here")
 
 
 @needs_kernels
@@ -68,24 +65,6 @@ def _gru_case(seed, batch, steps, units, act, mask_kind, final_only, dtype=torch
 
 
 @contextlib.contextmanager
-def _counting_native_calls():
-    """Records each scan's kernel look-up in the block, so that a silent fallback fails."""
-    calls = []
-    usable = native_module.usable
-
-    def spy(*tensors):
-        kernels = usable(*tensors)
-        calls.append(kernels is not None)
-        return kernels
-
-    native_module.usable = spy
-    try:
-        yield calls
-    finally:
-        native_module.usable = usable
-
-
-@contextlib.contextmanager
 def _route(route):
     """Every scan takes ``route``: 'dense' (time-major, masked steps) or 'packed' (real steps)."""
     names = ("PACKED_FILL", "PACKED_FILL_TRAINING")
@@ -102,7 +81,7 @@ def _route(route):
 def _native_and_python(case_fn, route, **case):
     """The case on the native loops (checked to be used) and on the Python loops."""
     with _route(route):
-        with _counting_native_calls() as calls:
+        with counting_native_calls() as calls:
             native = case_fn(**case)
         assert calls and all(calls), "the native loops were not used"
         with native_module.native(False):
@@ -269,7 +248,9 @@ def test_unbuildable_kernels_fall_back_to_the_python_loops_with_one_warning(monk
     monkeypatch.setattr(native_module, "_module", None)
     monkeypatch.setattr(native_module, "_failed", False)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    with pytest.warns(RuntimeWarning, match="could not be built .no compiler here.*plain tensor ops"):
+    with pytest.warns(
+        RuntimeWarning, match="could not be built .no compiler here.*plain tensor ops"
+    ):
         assert native_module.kernels() is None
     assert native_module.kernels() is None  # tried once, then quietly off
     _assert_all_close(_agru_case(1, 4, 5, 3, "AUGRU", "tanh", "holes"), want)

@@ -170,7 +170,7 @@ def refuse_double_backward(where: str) -> None:
     (``create_graph=True``, for a double backward) is not supported."""
     if torch.is_grad_enabled():
         raise RuntimeError(
-            f"{where}: the fused recurrence's hand-written backward is not twice "
+            f"{where}: the fast path's hand-written backward is not twice "
             "differentiable (create_graph=True / double backward); switch the fast "
             "paths off with monolith_layers.set_fused(False) for higher-order gradients"
         )

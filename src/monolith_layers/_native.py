@@ -33,7 +33,12 @@ from ._switch import ProcessSwitch
 
 ENV_VAR = "MONOLITH_LAYERS_NATIVE"
 SOURCES = Path(__file__).with_name("csrc")
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffast-math", "-fopenmp"]
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    # GCC's loops default to 256-bit vectors on CPUs with 512-bit ones; the
+    # kernels' short rows (a vector of 16 floats per field) want whole
+    # 512-bit vectors: AutoInt's forward was 1.25x faster with them.
+    FLAGS.insert(2, "-mprefer-vector-width=512")
 ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
 
