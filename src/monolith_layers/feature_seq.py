@@ -31,6 +31,7 @@ from ._checks import (
     check_shape,
     resolve,
 )
+from ._din import din_native
 from ._fused import fast_paths_on, fused_enabled
 from ._packing import PACKED_FILL
 from ._sequence import check_padding, masked_softmax, padding_mask, zero_padded
@@ -202,6 +203,12 @@ class DIN(Layer):
             self, queries, keys, self.embed_dim, self.embed_dim, mask, lengths
         )
         mask = padding_mask(mask, lengths, keys.shape[1])
+        native = din_native(self, queries, keys, mask)
+        if native is not None:
+            out, weights = native
+            if self._summary is not None:
+                self._summarize_histogram(f"{self.name}_attention_outputs", weights.unsqueeze(-1))
+            return out
         if fast_paths_on() and mask is not None and int(mask.sum()) < PACKED_FILL * mask.numel():
             return self._jagged_forward(queries, keys, mask.nonzero(as_tuple=True))
         keys = zero_padded(keys, mask)  # DIEN's helpers do this themselves; DIN reads keys raw

@@ -55,6 +55,47 @@ inline T saturating_tanh(T x) {
   return is_nan(x) ? x : t;
 }
 
+// The activations the fused paths know (_native.ACTIVATIONS).
+enum Act : int64_t { kTanh = 0, kSigmoid = 1, kRelu = 2, kLinear = 3 };
+
+// The activation in place over n values; the switch stays outside the loops so
+// that each loop vectorises (exp and tanh through the vector math library).
+template <typename T>
+void activate(T* __restrict x, int64_t n, int64_t act) {
+  switch (act) {
+    case kTanh:
+      for (int64_t j = 0; j < n; ++j) x[j] = saturating_tanh(x[j]);
+      break;
+    case kSigmoid:
+      for (int64_t j = 0; j < n; ++j) x[j] = sigmoid(x[j]);
+      break;
+    case kRelu:
+      for (int64_t j = 0; j < n; ++j) x[j] = x[j] > T(0) ? x[j] : T(0);
+      break;
+    default:
+      break;
+  }
+}
+
+// d *= act'(pre) over n values, the derivative written from the activation's
+// output a = act(pre) (relu: a > 0, as torch's threshold_backward).
+template <typename T>
+void times_derivative(T* __restrict d, const T* __restrict a, int64_t n, int64_t act) {
+  switch (act) {
+    case kTanh:
+      for (int64_t j = 0; j < n; ++j) d[j] *= T(1) - a[j] * a[j];
+      break;
+    case kSigmoid:
+      for (int64_t j = 0; j < n; ++j) d[j] *= a[j] * (T(1) - a[j]);
+      break;
+    case kRelu:
+      for (int64_t j = 0; j < n; ++j) d[j] = a[j] > T(0) ? d[j] : T(0);
+      break;
+    default:
+      break;
+  }
+}
+
 // Rows of a (T, B, width) buffer (row b of step t), or of a (rows, width) one
 // (row i), plus a column offset. A buffer of width 1 (a per-row factor such as
 // AGRU's score) is read as that one value for every column: col = 0.
@@ -140,29 +181,54 @@ inline void gemm_tail(int64_t tail, const T* a, int64_t lda, const T* w, int64_t
   }
 }
 
-// C[:rows, :N] += A[:rows, :K] @ W, W (K, N) contiguous; A as in a_at. Rows
-// go in blocks of 8 and one block of the rest, so that a 39-row product keeps
-// 7 accumulators busy in its last block rather than running rows one by one.
+// Columns n0 .. n0 + NB of C[:rows] += A[:rows, :K] @ W: rows in blocks of 8
+// and one block of the rest.
+template <typename T, int NB, bool kTransposed>
+inline void gemm_column_block(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_size,
+                              T* c, int64_t ldc, int64_t rows, int64_t n0) {
+  auto a_rows = [&](int64_t r) { return kTransposed ? a + r : a + r * lda; };
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8)
+    gemm_block<T, 8, NB, kTransposed>(a_rows(r), lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
+  gemm_tail<T, NB, kTransposed>(rows - r, a_rows(r), lda, w + n0, k_size, n_size,
+                                c + r * ldc + n0, ldc);
+}
+
+// C[:rows, :N] += A[:rows, :K] @ W, W (K, N) contiguous; A as in a_at. The
+// columns go in blocks of one cache line, then of a half and a quarter line
+// (a width of 40 floats is 16 + 16 + 8), the last few one by one.
 template <typename T, bool kTransposed = false>
 void gemm_rows(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_size, T* c,
                int64_t ldc, int64_t rows) {
-  constexpr int NB = 64 / sizeof(T);  // one cache line of W per k
-  auto a_rows = [&](int64_t r) { return kTransposed ? a + r : a + r * lda; };
+  constexpr int NB = 64 / sizeof(T);
   int64_t n0 = 0;
-  for (; n0 + NB <= n_size; n0 += NB) {
-    int64_t r = 0;
-    for (; r + 8 <= rows; r += 8)
-      gemm_block<T, 8, NB, kTransposed>(a_rows(r), lda, w + n0, k_size, n_size, c + r * ldc + n0, ldc);
-    gemm_tail<T, NB, kTransposed>(rows - r, a_rows(r), lda, w + n0, k_size, n_size,
-                                  c + r * ldc + n0, ldc);
+  for (; n0 + NB <= n_size; n0 += NB)
+    gemm_column_block<T, NB, kTransposed>(a, lda, w, k_size, n_size, c, ldc, rows, n0);
+  if (n0 + NB / 2 <= n_size) {
+    gemm_column_block<T, NB / 2, kTransposed>(a, lda, w, k_size, n_size, c, ldc, rows, n0);
+    n0 += NB / 2;
   }
-  if (n0 == n_size) return;
-  for (int64_t r = 0; r < rows; ++r) {
-    T* __restrict cr = c + r * ldc;
-    for (int64_t k = 0; k < k_size; ++k) {
-      const T ak = a_at<T, kTransposed>(a, lda, r, k);
-      const T* __restrict wk = w + k * n_size;
-      for (int64_t n = n0; n < n_size; ++n) cr[n] += ak * wk[n];
+  if (n0 + NB / 4 <= n_size) {
+    gemm_column_block<T, NB / 4, kTransposed>(a, lda, w, k_size, n_size, c, ldc, rows, n0);
+    n0 += NB / 4;
+  }
+  // The last columns (a tower's single output unit) one at a time, each with
+  // the loop over A's contiguous axis innermost, so that it vectorises rather
+  // than chaining one scalar multiply-add per k.
+  for (int64_t n = n0; n < n_size; ++n) {
+    if (kTransposed) {
+      for (int64_t k = 0; k < k_size; ++k) {
+        const T wk = w[k * n_size + n];
+        const T* __restrict ak = a + k * lda;
+        for (int64_t r = 0; r < rows; ++r) c[r * ldc + n] += ak[r] * wk;
+      }
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* __restrict ar = a + r * lda;
+        T total = 0;
+        for (int64_t k = 0; k < k_size; ++k) total += ar[k] * w[k * n_size + n];
+        c[r * ldc + n] += total;
+      }
     }
   }
 }

@@ -9,8 +9,10 @@
 
 void register_recurrences(pybind11::module& module);
 void register_interactions(pybind11::module& module);
+void register_din(pybind11::module& module);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   register_recurrences(module);
   register_interactions(module);
+  register_din(module);
 }

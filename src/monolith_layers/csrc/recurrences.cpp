@@ -15,27 +15,7 @@ namespace {
 
 using namespace monolith_native;
 
-enum Act : int64_t { kTanh = 0, kSigmoid = 1, kRelu = 2, kLinear = 3 };
 enum Mode : int64_t { kNone = 0, kAGRU = 1, kAUGRU = 2 };
-
-// The activation in place over n values; the switch stays outside the loops so
-// that each loop vectorises (exp and tanh through the vector math library).
-template <typename T>
-void activate(T* __restrict x, int64_t n, int64_t act) {
-  switch (act) {
-    case kTanh:
-      for (int64_t j = 0; j < n; ++j) x[j] = saturating_tanh(x[j]);
-      break;
-    case kSigmoid:
-      for (int64_t j = 0; j < n; ++j) x[j] = sigmoid(x[j]);
-      break;
-    case kRelu:
-      for (int64_t j = 0; j < n; ++j) x[j] = x[j] > T(0) ? x[j] : T(0);
-      break;
-    default:
-      break;
-  }
-}
 
 // ---------------------------------------------------------------- Keras GRU
 
