@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 namespace monolith_native {
 
@@ -231,6 +232,59 @@ void gemm_rows(const T* a, int64_t lda, const T* w, int64_t k_size, int64_t n_si
       }
     }
   }
+}
+
+// A dense layer as Monolith's MLP builds it: kernel V (in, out), learnable
+// column norms g (out), bias (out), all contiguous.
+struct DenseWeights {
+  at::Tensor v, g, bias;
+};
+
+// Dense.effective_kernel with weight norm: column j of V times
+// g[j] / sqrt(max(sum_i V[i, j]^2, eps)).
+template <typename T>
+inline at::Tensor effective_kernel(const DenseWeights& d, double eps) {
+  const int64_t rows = d.v.size(0), cols = d.v.size(1);
+  at::Tensor k = at::empty_like(d.v);
+  const T* v = d.v.data_ptr<T>();
+  const T* g = d.g.data_ptr<T>();
+  T* kp = k.data_ptr<T>();
+  for (int64_t j = 0; j < cols; ++j) {
+    T n2 = 0;
+    for (int64_t i = 0; i < rows; ++i) n2 += v[i * cols + j] * v[i * cols + j];
+    const T scale = g[j] / std::sqrt(std::max(n2, T(eps)));
+    for (int64_t i = 0; i < rows; ++i) kp[i * cols + j] = v[i * cols + j] * scale;
+  }
+  return k;
+}
+
+// dV and dg from dK for the weight norm above. Per column, with n2 the squared
+// norm, r = 1 / sqrt(max(n2, eps)) and m = sum_i dK[i] V[i]:
+//   dg = r m,   dV = g r dK - g r^3 m V   (the second term only where n2 >= eps,
+// as the clamp passes the gradient in torch).
+template <typename T>
+inline std::pair<at::Tensor, at::Tensor> effective_kernel_backward(const DenseWeights& d,
+                                                            const at::Tensor& d_k, double eps) {
+  const int64_t rows = d.v.size(0), cols = d.v.size(1);
+  at::Tensor d_v = at::empty_like(d.v), d_g = at::empty_like(d.g);
+  const T* v = d.v.data_ptr<T>();
+  const T* g = d.g.data_ptr<T>();
+  const T* dk = d_k.data_ptr<T>();
+  T* dv = d_v.data_ptr<T>();
+  T* dg = d_g.data_ptr<T>();
+  for (int64_t j = 0; j < cols; ++j) {
+    T n2 = 0, m = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      n2 += v[i * cols + j] * v[i * cols + j];
+      m += dk[i * cols + j] * v[i * cols + j];
+    }
+    const T r = T(1) / std::sqrt(std::max(n2, T(eps)));
+    dg[j] = r * m;
+    const T direct = g[j] * r, through_norm = n2 >= T(eps) ? g[j] * r * r * r * m : T(0);
+    for (int64_t i = 0; i < rows; ++i)
+      dv[i * cols + j] = direct * dk[i * cols + j] - through_norm * v[i * cols + j];
+  }
+  return {d_v, d_g};
 }
 
 inline void check_cpu(const at::Tensor& x, const char* name) {

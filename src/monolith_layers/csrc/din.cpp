@@ -9,9 +9,12 @@
 //            the factored form of [q, k, q - k, q * k] W (feature_seq.DIN);
 //   layer l: z = act(z_prev) K_l + b_l, the last of width 1: the logits w_t;
 //   w_t /= sqrt(H) with decay;  out = sum_t w_t k_t ('sum') or k_t w_t.
-// The backward recomputes a row's activations (the forward keeps only w) and
-// runs the chain rule down the tower; weight gradients are summed per thread.
-// With P = W1 + W3 and Q = W2 - W3 learnt through W:
+// The tower's kernels are weight-normalised here (Dense.effective_kernel) from
+// the raw V, g of each layer, so that autograd has no small ops of its own to
+// run. For the backward the forward keeps the logits and, when asked to, the
+// hidden activations of the real positions only (rows packed one after the
+// other); the backward runs the chain rule down the tower, summing weight
+// gradients per thread. With P = W1 + W3 and Q = W2 - W3 learnt through W:
 //   dP = q^T sum_t dz1_t,  dQ = dA = K_b^T dZ1,  dW4 = diag(q) dA,
 //   so dW1 = dP, dW2 = dQ, dW3 = dP - dQ.
 
@@ -39,26 +42,31 @@ struct DinTower {
   const T* bias(int64_t l) const { return biases[l].template data_ptr<T>(); }
 };
 
+// layers = [V1, g1, b1, V2, g2, b2, ...], every kernel weight-normalised here.
 template <typename T>
-DinTower<T> make_tower(int64_t h, const at::Tensor& w1, const std::vector<at::Tensor>& kernels,
-                       const std::vector<at::Tensor>& biases, const std::vector<int64_t>& acts) {
+DinTower<T> make_tower(int64_t h, const std::vector<at::Tensor>& layers,
+                       const std::vector<int64_t>& acts, double eps) {
   DinTower<T> tower;
   tower.h = h;
-  tower.widths.push_back(w1.size(1));
-  for (const auto& k : kernels) tower.widths.push_back(k.size(1));
   tower.acts = acts;
-  const at::Tensor w = w1.contiguous();
-  const auto blocks = w.split(h, 0);
-  tower.p = (blocks[0] + blocks[2]).contiguous();
-  tower.q = (blocks[1] - blocks[2]).contiguous();
-  tower.w4 = blocks[3].contiguous();
-  tower.qt = tower.q.t().contiguous();
-  tower.w4t = tower.w4.t().contiguous();
-  for (const auto& k : kernels) {
-    tower.kernels.push_back(k.contiguous());
-    tower.kernels_t.push_back(k.t().contiguous());
+  for (size_t i = 0; i < layers.size(); i += 3) {
+    const DenseWeights dense{layers[i].contiguous(), layers[i + 1].contiguous(),
+                             layers[i + 2].contiguous()};
+    const at::Tensor k = effective_kernel<T>(dense, eps);
+    tower.widths.push_back(k.size(1));
+    tower.biases.push_back(dense.bias);
+    if (i == 0) {
+      const auto blocks = k.split(h, 0);
+      tower.p = (blocks[0] + blocks[2]).contiguous();
+      tower.q = (blocks[1] - blocks[2]).contiguous();
+      tower.w4 = blocks[3].contiguous();
+      tower.qt = tower.q.t().contiguous();
+      tower.w4t = tower.w4.t().contiguous();
+    } else {
+      tower.kernels.push_back(k);
+      tower.kernels_t.push_back(k.t().contiguous());
+    }
   }
-  for (const auto& b : biases) tower.biases.push_back(b.contiguous());
   return tower;
 }
 
@@ -68,14 +76,18 @@ template <typename T>
 struct DinRow {
   std::vector<T> keys, a_kernel, first_bias;
   std::vector<int64_t> positions;
-  std::vector<std::vector<T>> acts;  // layer l: (T_b, h_l); the last holds the logits
-  const T* k = nullptr;              // the row's real keys (T_b, H)
-  int64_t steps = 0;                 // T_b
+  std::vector<std::vector<T>> scratch;  // layer l: (T_b, h_l); the last holds the logits
+  std::vector<T*> acts;                 // where layer l's activations are: scratch or saved
+  const T* k = nullptr;                 // the row's real keys (T_b, H)
+  int64_t steps = 0;                    // T_b
 
   DinRow(const DinTower<T>& tower, int64_t max_steps)
       : keys(max_steps * tower.h), a_kernel(tower.h * tower.widths[0]),
         first_bias(tower.widths[0]), positions(max_steps) {
-    for (int64_t width : tower.widths) acts.emplace_back(max_steps * width);
+    for (int64_t width : tower.widths) {
+      scratch.emplace_back(max_steps * width);
+      acts.push_back(scratch.back().data());
+    }
   }
 
   // The row's real keys: all T of them without a mask (read in place), else
@@ -96,6 +108,13 @@ struct DinRow {
     k = keys.data();
   }
 
+  // Hidden layer l's activations at the row's place in the saved (P, h_l)
+  // tensors (saved[l] == nullptr: this row's scratch).
+  void place(const std::vector<T*>& saved, int64_t first_position, const DinTower<T>& tower) {
+    for (size_t l = 0; l < saved.size(); ++l)
+      acts[l] = saved[l] ? saved[l] + first_position * tower.widths[l] : scratch[l].data();
+  }
+
   // The tower over the row's keys; returns the logits (T_b) before decay.
   const T* forward(const DinTower<T>& tower, const T* query) {
     const int64_t h = tower.h, h1 = tower.widths[0];
@@ -114,19 +133,33 @@ struct DinRow {
     }
     for (int64_t l = 0; l < tower.layers(); ++l) {
       const int64_t width = tower.widths[l];
-      T* z = acts[l].data();
+      T* z = acts[l];
       const T* bias = l == 0 ? first_bias.data() : tower.bias(l);
       for (int64_t t = 0; t < steps; ++t) std::copy(bias, bias + width, z + t * width);
       if (l == 0)
         gemm_rows(k, h, a_kernel.data(), h, width, z, width, steps);
       else
-        gemm_rows(acts[l - 1].data(), tower.widths[l - 1], tower.kernel(l), tower.widths[l - 1],
-                  width, z, width, steps);
+        gemm_rows(acts[l - 1], tower.widths[l - 1], tower.kernel(l), tower.widths[l - 1], width,
+                  z, width, steps);
       if (l + 1 < tower.layers()) activate(z, steps * width, tower.acts[l]);
     }
-    return acts.back().data();
+    return acts.back();
   }
 };
+
+// Each row's first position in the packed (P, .) buffers, and P, from the mask.
+std::vector<int64_t> row_offsets(const at::Tensor& mask, int64_t batch, int64_t t_size) {
+  std::vector<int64_t> offsets(batch + 1, 0);
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t count = t_size;
+    if (mask.defined()) {
+      const bool* m = mask.data_ptr<bool>() + b * mask.stride(0);
+      count = std::count(m, m + t_size, true);
+    }
+    offsets[b + 1] = offsets[b] + count;
+  }
+  return offsets;
+}
 
 const bool* row_flags(const at::Tensor& mask, int64_t b) {
   return mask.defined() ? mask.data_ptr<bool>() + b * mask.stride(0) : nullptr;
@@ -135,7 +168,8 @@ const bool* row_flags(const at::Tensor& mask, int64_t b) {
 template <typename T>
 void din_forward_impl(const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& mask,
                       const DinTower<T>& tower, bool sum_mode, double decay,
-                      const at::Tensor& out, const at::Tensor& weights) {
+                      const at::Tensor& out, const at::Tensor& weights,
+                      const std::vector<int64_t>& offsets, const std::vector<T*>& saved) {
   const int64_t batch = keys.size(0), t_size = keys.size(1), h = keys.size(2);
   const T* q_p = queries.data_ptr<T>();
   const T* k_p = keys.data_ptr<T>();
@@ -148,6 +182,7 @@ void din_forward_impl(const at::Tensor& queries, const at::Tensor& keys, const a
     DinRow<T> row(tower, t_size);
     for (int64_t b = begin; b < end; ++b) {
       row.gather(k_p + b * t_size * h, row_flags(mask, b), t_size, h);
+      row.place(saved, offsets[b], tower);
       const T* logits = row.forward(tower, q_p + b * h);
       T* w = w_p + b * t_size;
       std::fill(w, w + t_size, T(0));
@@ -202,6 +237,7 @@ template <typename T>
 void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
                        const at::Tensor& keys, const at::Tensor& mask, const DinTower<T>& tower,
                        bool sum_mode, double decay, const at::Tensor& weights,
+                       const std::vector<int64_t>& offsets, const std::vector<T*>& saved,
                        const at::Tensor& d_queries, const at::Tensor& d_keys,
                        std::vector<DinGrads<T>>& grads) {
   const int64_t batch = keys.size(0), t_size = keys.size(1), h = keys.size(2);
@@ -218,7 +254,7 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
   const T* w4t = tower.w4t.template data_ptr<T>();
   int64_t per_row = 0;
   for (int64_t l = 0, in = h; l < tower.layers(); in = tower.widths[l++])
-    per_row += 3 * t_size * in * tower.widths[l];
+    per_row += 2 * t_size * in * tower.widths[l];
   row_chunks(batch, per_row, [&](int64_t begin, int64_t end) {
     DinGrads<T>& sums = grads[at::get_thread_num()];
     DinRow<T> row(tower, t_size);
@@ -227,7 +263,7 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
     for (int64_t b = begin; b < end; ++b) {
       const T* query = q_p + b * h;
       row.gather(k_p + b * t_size * h, row_flags(mask, b), t_size, h);
-      row.forward(tower, query);
+      row.place(saved, offsets[b], tower);
       const int64_t n = row.steps;
       const T* w = w_p + b * t_size;
       // dL/dw_t through the pooling, then through the decay.
@@ -245,7 +281,7 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
       }
       for (int64_t l = tower.layers() - 1; l >= 1; --l) {
         const int64_t in = tower.widths[l - 1], width = tower.widths[l];
-        const T* a_in = row.acts[l - 1].data();
+        const T* a_in = row.acts[l - 1];
         gemm_rows<T, true>(a_in, in, dz.data(), n, width, sums.kernels[l - 1].data(), width, in);
         add_column_sums(dz.data(), n, width, sums.biases[l].data());
         std::fill(da.begin(), da.begin() + n * in, T(0));
@@ -294,29 +330,28 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
 }
 
 std::vector<int64_t> check_din(const at::Tensor& queries, const at::Tensor& keys,
-                               const c10::optional<at::Tensor>& mask, const at::Tensor& w1,
-                               const std::vector<at::Tensor>& kernels,
-                               const std::vector<at::Tensor>& biases,
+                               const c10::optional<at::Tensor>& mask,
+                               const std::vector<at::Tensor>& layers,
                                const std::vector<int64_t>& acts) {
   check_cpu(keys, "keys");
-  const int64_t batch = keys.size(0), t_size = keys.size(1), h = keys.size(2);
   TORCH_CHECK(keys.dim() == 3 && keys.is_contiguous(), "keys must be a contiguous (B, T, H) tensor");
+  const int64_t batch = keys.size(0), t_size = keys.size(1), h = keys.size(2);
   TORCH_CHECK(queries.sizes() == at::IntArrayRef({batch, h}) && queries.is_contiguous(),
               "queries must be a contiguous (B, H) tensor");
   TORCH_CHECK(!mask.has_value() || !mask->defined() ||
-                  (mask->scalar_type() == at::kBool && mask->sizes() == at::IntArrayRef({batch, t_size}) &&
-                   mask->stride(1) == 1),
+                  (mask->scalar_type() == at::kBool &&
+                   mask->sizes() == at::IntArrayRef({batch, t_size}) && mask->stride(1) == 1),
               "mask must be a (B, T) bool tensor with unit last stride");
-  TORCH_CHECK(w1.dim() == 2 && w1.size(0) == 4 * h, "the first kernel must be (4H, h1)");
-  TORCH_CHECK(biases.size() == kernels.size() + 1 && acts.size() == kernels.size(),
-              "one bias per layer and one activation per hidden layer");
-  int64_t in = w1.size(1);
-  TORCH_CHECK(biases[0].numel() == in, "b1 must have h1 values");
-  for (size_t l = 0; l < kernels.size(); ++l) {
-    TORCH_CHECK(kernels[l].dim() == 2 && kernels[l].size(0) == in &&
-                    biases[l + 1].numel() == kernels[l].size(1),
-                "the tower's kernels and biases must chain");
-    in = kernels[l].size(1);
+  TORCH_CHECK(!layers.empty() && layers.size() % 3 == 0 && acts.size() == layers.size() / 3 - 1,
+              "the tower must be V, g, b per layer and one activation per hidden layer");
+  int64_t in = 4 * h;
+  for (size_t i = 0; i < layers.size(); i += 3) {
+    const at::Tensor &v = layers[i], &g = layers[i + 1], &b = layers[i + 2];
+    TORCH_CHECK(v.dim() == 2 && v.size(0) == in && g.numel() == v.size(1) &&
+                    b.numel() == v.size(1) && v.scalar_type() == keys.scalar_type() &&
+                    g.scalar_type() == keys.scalar_type() && b.scalar_type() == keys.scalar_type(),
+                "the tower's layers must chain from 4H inputs, in the keys' dtype");
+    in = v.size(1);
   }
   TORCH_CHECK(in == 1, "the tower must end in one unit");
   return {batch, t_size, h};
@@ -326,48 +361,72 @@ at::Tensor defined_mask(const c10::optional<at::Tensor>& mask) {
   return mask.has_value() && mask->defined() ? *mask : at::Tensor();
 }
 
-}  // namespace
-
-// Returns out ((B, H) for 'sum', else (B, T, H)) and the attention weights
-// (B, T) after decay, zero at padded positions.
-std::vector<at::Tensor> din_forward(const at::Tensor& queries, const at::Tensor& keys,
-                                    const c10::optional<at::Tensor>& mask, const at::Tensor& w1,
-                                    const std::vector<at::Tensor>& kernels,
-                                    const std::vector<at::Tensor>& biases,
-                                    const std::vector<int64_t>& acts, bool sum_mode,
-                                    double decay) {
-  const auto dims = check_din(queries, keys, mask, w1, kernels, biases, acts);
-  at::Tensor out = sum_mode ? at::empty({dims[0], dims[2]}, keys.options()) : at::empty_like(keys);
-  at::Tensor weights = at::empty({dims[0], dims[1]}, keys.options());
-  AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_forward", [&] {
-    const auto tower = make_tower<scalar_t>(dims[2], w1, kernels, biases, acts);
-    din_forward_impl<scalar_t>(queries, keys, defined_mask(mask), tower, sum_mode, decay, out,
-                               weights);
-  });
-  return {out, weights};
+template <typename T>
+std::vector<T*> saved_pointers(const std::vector<at::Tensor>& hidden, size_t layers) {
+  std::vector<T*> saved(layers, nullptr);
+  for (size_t l = 0; l < hidden.size(); ++l) saved[l] = hidden[l].data_ptr<T>();
+  return saved;
 }
 
-// Returns d_queries and d_keys (undefined unless asked for), dW1 (4H, h1),
-// then per layer l: db_l, dK_{l+1} ..., as [dW1, db1, dK2, db2, ..., dK_L, db_L].
+}  // namespace
+
+// queries (B, H), keys (B, T, H), mask (B, T) or None, the tower's raw layers
+// [V1, g1, b1, V2, ...] and hidden activations' codes. Returns out ((B, H) for
+// 'sum', else (B, T, H)), the attention weights (B, T) after decay (zero at
+// padded positions) and, when save, each hidden layer's activations at the
+// real positions, packed row after row: (P, h_l).
+std::vector<at::Tensor> din_forward(const at::Tensor& queries, const at::Tensor& keys,
+                                    const c10::optional<at::Tensor>& mask,
+                                    const std::vector<at::Tensor>& layers,
+                                    const std::vector<int64_t>& acts, bool sum_mode,
+                                    double decay, double eps, bool save) {
+  const auto dims = check_din(queries, keys, mask, layers, acts);
+  const at::Tensor flags = defined_mask(mask);
+  at::Tensor out = sum_mode ? at::empty({dims[0], dims[2]}, keys.options()) : at::empty_like(keys);
+  at::Tensor weights = at::empty({dims[0], dims[1]}, keys.options());
+  std::vector<at::Tensor> results{out, weights};
+  AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_forward", [&] {
+    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, eps);
+    const auto offsets = row_offsets(flags, dims[0], dims[1]);
+    if (save)
+      for (int64_t l = 0; l + 1 < tower.layers(); ++l)
+        results.push_back(at::empty({offsets.back(), tower.widths[l]}, keys.options()));
+    const std::vector<at::Tensor> hidden(results.begin() + 2, results.end());
+    din_forward_impl<scalar_t>(queries, keys, flags, tower, sum_mode, decay, out, weights, offsets,
+                               saved_pointers<scalar_t>(hidden, tower.layers()));
+  });
+  return results;
+}
+
+// From what din_forward saved (weights, hidden): d_queries and d_keys
+// (undefined unless asked for), then per layer dV, dg, db.
 std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& queries,
                                      const at::Tensor& keys, const c10::optional<at::Tensor>& mask,
-                                     const at::Tensor& w1, const std::vector<at::Tensor>& kernels,
-                                     const std::vector<at::Tensor>& biases,
+                                     const std::vector<at::Tensor>& layers,
                                      const std::vector<int64_t>& acts, bool sum_mode,
-                                     double decay, const at::Tensor& weights, bool need_queries,
+                                     double decay, double eps, const at::Tensor& weights,
+                                     const std::vector<at::Tensor>& hidden, bool need_queries,
                                      bool need_keys) {
-  const auto dims = check_din(queries, keys, mask, w1, kernels, biases, acts);
-  TORCH_CHECK(d_out.is_contiguous() && d_out.sizes() == (sum_mode ? at::IntArrayRef({dims[0], dims[2]})
-                                                                  : keys.sizes()),
+  const auto dims = check_din(queries, keys, mask, layers, acts);
+  const at::Tensor flags = defined_mask(mask);
+  TORCH_CHECK(d_out.is_contiguous() &&
+                  d_out.sizes() == (sum_mode ? at::IntArrayRef({dims[0], dims[2]}) : keys.sizes()),
               "d_out must be contiguous, shaped like the output");
+  TORCH_CHECK(hidden.size() == layers.size() / 3 - 1, "hidden must be what din_forward saved");
   at::Tensor d_queries = need_queries ? at::empty_like(queries) : at::Tensor();
   at::Tensor d_keys = need_keys ? at::zeros_like(keys) : at::Tensor();
   std::vector<at::Tensor> results{d_queries, d_keys};
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_backward", [&] {
-    const auto tower = make_tower<scalar_t>(dims[2], w1, kernels, biases, acts);
+    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, eps);
+    const auto offsets = row_offsets(flags, dims[0], dims[1]);
+    for (int64_t l = 0; l + 1 < tower.layers(); ++l)
+      TORCH_CHECK(hidden[l].is_contiguous() &&
+                      hidden[l].sizes() == at::IntArrayRef({offsets.back(), tower.widths[l]}),
+                  "hidden must be what din_forward saved");
     std::vector<DinGrads<scalar_t>> grads(at::get_num_threads(), DinGrads<scalar_t>(tower));
-    din_backward_impl<scalar_t>(d_out, queries, keys, defined_mask(mask), tower, sum_mode, decay,
-                                weights, d_queries, d_keys, grads);
+    din_backward_impl<scalar_t>(d_out, queries, keys, flags, tower, sum_mode, decay, weights,
+                                offsets, saved_pointers<scalar_t>(hidden, tower.layers()),
+                                d_queries, d_keys, grads);
     DinGrads<scalar_t> total(tower);
     const auto add = [](std::vector<scalar_t>& into, const std::vector<scalar_t>& from) {
       for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
@@ -384,11 +443,14 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
     };
     const int64_t h = dims[2], h1 = tower.widths[0];
     const at::Tensor d_p = as_tensor(total.p, {h, h1}), d_q = as_tensor(total.q, {h, h1});
-    results.push_back(at::cat({d_p, d_q, d_p - d_q, as_tensor(total.w4, {h, h1})}, 0));
-    results.push_back(as_tensor(total.biases[0], {h1}));
-    for (size_t l = 0; l < total.kernels.size(); ++l) {
-      results.push_back(as_tensor(total.kernels[l], {tower.widths[l], tower.widths[l + 1]}));
-      results.push_back(as_tensor(total.biases[l + 1], {tower.widths[l + 1]}));
+    for (int64_t l = 0; l < tower.layers(); ++l) {
+      const at::Tensor d_kernel =
+          l == 0 ? at::cat({d_p, d_q, d_p - d_q, as_tensor(total.w4, {h, h1})}, 0)
+                 : as_tensor(total.kernels[l - 1], {tower.widths[l - 1], tower.widths[l]});
+      const DenseWeights dense{layers[3 * l].contiguous(), layers[3 * l + 1].contiguous(),
+                               layers[3 * l + 2]};
+      const auto [d_v, d_g] = effective_kernel_backward<scalar_t>(dense, d_kernel, eps);
+      results.insert(results.end(), {d_v, d_g, as_tensor(total.biases[l], {tower.widths[l]})});
     }
   });
   return results;

@@ -511,12 +511,9 @@ at::Tensor autoint_backward(const at::Tensor& x, const at::Tensor& hidden,
   return d_x;
 }
 
-// One dense layer of SeNet's tower as Monolith's MLP builds it: kernel V
-// (in, out), learnable column norms g (out), bias (out).
-struct DenseWeights {
-  at::Tensor v, g, bias;
-};
+namespace {
 
+// SeNet's tower's dense layers, checked against x (F fields, C units).
 c10::optional<DenseWeights> dense_weights(const at::Tensor& x,
                                           const c10::optional<at::Tensor>& v,
                                           const c10::optional<at::Tensor>& g,
@@ -533,59 +530,14 @@ c10::optional<DenseWeights> dense_weights(const at::Tensor& x,
   return DenseWeights{v->contiguous(), g->contiguous(), bias->contiguous()};
 }
 
-// Dense.effective_kernel with weight norm: column j of V times
-// g[j] / sqrt(max(sum_i V[i, j]^2, eps)).
-template <typename T>
-at::Tensor effective_kernel(const DenseWeights& d, double eps) {
-  const int64_t rows = d.v.size(0), cols = d.v.size(1);
-  at::Tensor k = at::empty_like(d.v);
-  const T* v = d.v.data_ptr<T>();
-  const T* g = d.g.data_ptr<T>();
-  T* kp = k.data_ptr<T>();
-  for (int64_t j = 0; j < cols; ++j) {
-    T n2 = 0;
-    for (int64_t i = 0; i < rows; ++i) n2 += v[i * cols + j] * v[i * cols + j];
-    const T scale = g[j] / std::sqrt(std::max(n2, T(eps)));
-    for (int64_t i = 0; i < rows; ++i) kp[i * cols + j] = v[i * cols + j] * scale;
-  }
-  return k;
-}
-
-// dV and dg from dK for the weight norm above. Per column, with n2 the squared
-// norm, r = 1 / sqrt(max(n2, eps)) and m = sum_i dK[i] V[i]:
-//   dg = r m,   dV = g r dK - g r^3 m V   (the second term only where n2 >= eps,
-// as the clamp passes the gradient in torch).
-template <typename T>
-std::pair<at::Tensor, at::Tensor> effective_kernel_backward(const DenseWeights& d,
-                                                            const at::Tensor& d_k, double eps) {
-  const int64_t rows = d.v.size(0), cols = d.v.size(1);
-  at::Tensor d_v = at::empty_like(d.v), d_g = at::empty_like(d.g);
-  const T* v = d.v.data_ptr<T>();
-  const T* g = d.g.data_ptr<T>();
-  const T* dk = d_k.data_ptr<T>();
-  T* dv = d_v.data_ptr<T>();
-  T* dg = d_g.data_ptr<T>();
-  for (int64_t j = 0; j < cols; ++j) {
-    T n2 = 0, m = 0;
-    for (int64_t i = 0; i < rows; ++i) {
-      n2 += v[i * cols + j] * v[i * cols + j];
-      m += dk[i * cols + j] * v[i * cols + j];
-    }
-    const T r = T(1) / std::sqrt(std::max(n2, T(eps)));
-    dg[j] = r * m;
-    const T direct = g[j] * r, through_norm = n2 >= T(eps) ? g[j] * r * r * r * m : T(0);
-    for (int64_t i = 0; i < rows; ++i)
-      dv[i * cols + j] = direct * dk[i * cols + j] - through_norm * v[i * cols + j];
-  }
-  return {d_v, d_g};
-}
-
 template <typename T>
 Tower<T> tower_of(const DenseWeights& first, const at::Tensor& k1, const DenseWeights& second,
                   const at::Tensor& k2) {
   return Tower<T>{k1.size(1), k1.data_ptr<T>(), first.bias.data_ptr<T>(), k2.data_ptr<T>(),
                   second.bias.data_ptr<T>()};
 }
+
+}  // namespace
 
 // x (B, F, E) and the tower's raw weights (all None for cmp_dim=None). Returns
 // out (B, F, E), the squeezed means (B, F), the tower's hidden layer (B, C;
