@@ -40,12 +40,15 @@ def _fields_mask(kind, batch, fields, generator):
 
 
 def _autoint_case(seed, batch, fields, width, rounds, scale, mask_kind, dtype=torch.float64):
+    """Outputs and gradients of one case; drawn in float64 and then cast, so that
+    the same case in float32 has the same values to float32 rounding."""
     g = torch.Generator().manual_seed(seed)
     layer = AutoInt(layer_num=rounds, out_type="stack", scale=scale)
-    embeds = torch.randn(batch, fields, width, generator=g, dtype=dtype, requires_grad=True)
+    embeds = torch.randn(batch, fields, width, generator=g, dtype=torch.float64)
+    embeds = embeds.to(dtype).requires_grad_()
     mask = _fields_mask(mask_kind, batch, fields, g)
     out = layer(embeds, mask)
-    weights = torch.randn(out.shape, generator=g, dtype=dtype)
+    weights = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)
     (d_embeds,) = torch.autograd.grad((out * weights).sum(), [embeds])
     return [out, d_embeds]
 
@@ -68,10 +71,11 @@ def test_autoint_kernel_equals_the_tensor_ops(**case):
 def test_autoint_kernel_in_float32_is_within_rounding(mask_kind):
     case = dict(seed=3, batch=64, fields=39, width=16, rounds=3, scale=False, mask_kind=mask_kind)
     native, reference = _native_and_reference(_autoint_case, dtype=torch.float32, **case)
-    exact = _autoint_case(dtype=torch.float64, **case)
+    with native_module.native(False):  # the float64 reference, not the kernel under test
+        exact = _autoint_case(dtype=torch.float64, **case)
     for got, want, exact_value in zip(native, reference, exact, strict=True):
         # Within a few times the tensor ops' own float32 error.
-        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6
+        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6 * exact_value.abs().max()
         assert (got.double() - exact_value).abs().max() <= bound
 
 
@@ -117,19 +121,22 @@ def test_autoint_kernel_refuses_double_backward_and_points_to_set_fused():
 
 
 def _senet_case(seed, batch, fields, width, cmp_dim, upstream, x_grad, dtype=torch.float64):
+    """Outputs and gradients of one case; drawn in float64 and then cast."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    layer = SeNet(fields, cmp_dim, out_type="stack", dtype=dtype)
+    layer = SeNet(fields, cmp_dim, out_type="stack", dtype=torch.float64)
     with torch.no_grad():  # biases away from zero, so that relu's kink is exercised
         for p in layer.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=dtype))
-    embeds = torch.randn(batch, fields, width, generator=g, dtype=dtype, requires_grad=x_grad)
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    layer = layer.to(dtype)
+    embeds = torch.randn(batch, fields, width, generator=g, dtype=torch.float64)
+    embeds = embeds.to(dtype).requires_grad_(x_grad)
     out = layer(embeds)
     # 'sum' hands the backward a broadcast (stride 0) gradient, 'dense' a full one.
     if upstream == "sum":
         loss = out.sum()
     else:
-        loss = (out * torch.randn(out.shape, generator=g, dtype=dtype)).sum()
+        loss = (out * torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)).sum()
     leaves = [*([embeds] if x_grad else []), *layer.parameters()]
     return [out, *(torch.autograd.grad(loss, leaves) if leaves else [])]
 
@@ -146,6 +153,16 @@ def _senet_case(seed, batch, fields, width, cmp_dim, upstream, x_grad, dtype=tor
 )
 def test_senet_kernel_equals_the_tensor_ops(**case):
     _assert_all_close(*_native_and_reference(_senet_case, **case))
+
+
+def test_senet_kernel_in_float32_is_within_rounding():
+    case = dict(seed=4, batch=130, fields=39, width=16, cmp_dim=8, upstream="dense", x_grad=True)
+    native, reference = _native_and_reference(_senet_case, dtype=torch.float32, **case)
+    with native_module.native(False):  # the float64 reference, not the kernel under test
+        exact = _senet_case(dtype=torch.float64, **case)
+    for got, want, exact_value in zip(native, reference, exact, strict=True):
+        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6 * exact_value.abs().max()
+        assert (got.double() - exact_value).abs().max() <= bound
 
 
 def test_senet_kernel_gradcheck_through_the_weight_norm():
