@@ -1,6 +1,7 @@
 """Inference latency of DIN and DIEN: p50 / p99 per call, by batch size and path.
 
     python benchmarks/bench_serving.py [--threads 2] [--seconds 1.5] [--no-compile] [--no-onnx]
+        [--layers din dien]
 
 Paths: ``eager`` (a plain call, autograd on, as a model in train mode would
 be called), ``no_grad`` (the call under ``torch.no_grad()``: our fused paths
@@ -82,14 +83,24 @@ def main() -> None:
         help="compile / export DIEN only up to this T (both unroll the recurrence: "
         "T=50 takes about 3 min to compile and 1.5 min to export on 2 cores)",
     )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        choices=["din", "dien"],
+        default=["din", "dien"],
+        help="the layers to time (default both)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp())
     rows = []
-    for name, make in (
-        ("DIN", lambda: DIN([80, 40, 1], activation="relu", embed_dim=E)),
-        ("DIEN", lambda: DIEN(E, att_type="AUGRU", input_dim=E)),
-    ):
+    layers = {
+        "DIN": lambda: DIN([80, 40, 1], activation="relu", embed_dim=E),
+        "DIEN": lambda: DIEN(E, att_type="AUGRU", input_dim=E),
+    }
+    for name, make in layers.items():
+        if name.lower() not in args.layers:
+            continue
         for steps in (50, 200):
             torch.manual_seed(0)
             layer = make().eval()

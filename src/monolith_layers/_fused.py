@@ -40,10 +40,11 @@ def set_fused(enabled: bool) -> bool:
     """Switch the fast paths on or off for the whole process; returns the old setting.
 
     On (the default, or ``MONOLITH_LAYERS_FUSED=1``): the attention RNNs,
-    :func:`~monolith_layers.gru_sequence` and DIN take their fused paths.
-    Off (``set_fused(False)`` or ``MONOLITH_LAYERS_FUSED=0``): they run the
-    plain reference computations those paths are tested against. Results are
-    the same to float rounding either way.
+    :func:`~monolith_layers.gru_sequence`, DIN, AutoInt and SeNet take their
+    fused or native paths. Off (``set_fused(False)`` or
+    ``MONOLITH_LAYERS_FUSED=0``): they run the plain reference computations
+    those paths are tested against. Results are the same to float rounding
+    either way.
     """
     return _SWITCH.set(enabled)
 
