@@ -71,10 +71,13 @@ def test_plan_scan_routes_by_padding_and_history_size(monkeypatch):
     assert full is None  # dense scan, history kept
     short = torch.tensor([1, 2, 3, 10, 1, 1, 2, 3])
     assert plan_scan(8, 10, 4, None, short, torch.device("cpu"), True) is not None
-    # 60 % real: packed for inference, dense (history kept) for training.
-    three_fifths = torch.tensor([6] * 8)
-    assert plan_scan(8, 10, 4, None, three_fifths, torch.device("cpu"), False) is not None
-    assert plan_scan(8, 10, 4, None, three_fifths, torch.device("cpu"), True) is None
+    # 90 % real: dense for inference, packed for training (any padding).
+    nine_tenths = torch.tensor([9] * 8)
+    assert plan_scan(8, 10, 4, None, nine_tenths, torch.device("cpu"), False) is None
+    assert plan_scan(8, 10, 4, None, nine_tenths, torch.device("cpu"), True) is not None
+    # Lengths all equal to T: no padding, the dense scan either way.
+    all_full = torch.tensor([10] * 8)
+    assert plan_scan(8, 10, 4, None, all_full, torch.device("cpu"), True) is None
     monkeypatch.setattr(packing_module, "DENSE_HISTORY_LIMIT", 100)
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True) is not None
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=False) is None
