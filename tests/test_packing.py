@@ -79,9 +79,11 @@ def test_plan_scan_routes_by_padding_and_history_size(monkeypatch):
     all_full = torch.tensor([10] * 8)
     assert plan_scan(8, 10, 4, None, all_full, torch.device("cpu"), True) is None
     assert plan_scan(8, 10, 4, None, all_full, torch.device("cpu"), False) is None
-    # Inference from 64 rows up: packed even without padding.
-    assert plan_scan(64, 10, 4, None, None, torch.device("cpu"), False) is not None
-    assert plan_scan(63, 10, 4, None, None, torch.device("cpu"), False) is None
+    # Inference from 64 rows up: packed with any padding, dense without.
+    one_short = torch.tensor([10] * 63 + [9])
+    assert plan_scan(64, 10, 4, None, one_short, torch.device("cpu"), False) is not None
+    assert plan_scan(64, 10, 4, None, None, torch.device("cpu"), False) is None
+    assert plan_scan(63, 10, 4, None, one_short[1:], torch.device("cpu"), False) is None
     monkeypatch.setattr(packing_module, "DENSE_HISTORY_LIMIT", 100)
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True) is not None
     assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=False) is None

@@ -207,12 +207,12 @@ DENSE_HISTORY_LIMIT = 1 << 21
 # process: training runs packed whenever there is padding at all (fwd+bwd at
 # 67 % real, B = 1024, T = 50: 66-72 ms packed against 82-91 dense; at 80-90 %
 # real packed was as fast or faster at B = 256 and 1024, T = 50 and 200).
-# Inference runs packed from 64 rows up whatever the padding (no_grad forward
-# at T = 50, no padding: B = 64 1.25 ms packed against 1.86 dense, B = 256 3.3
-# against 6.1; at 90 % real, B = 256 4.5 against 8.0), and below that only
-# under 75 % real: with few rows the dense scan was 10-20 % faster at 90 %
-# real and without padding (B = 16, T = 50: 0.85 against 1.05 ms; B = 1: 0.16
-# against 0.24 ms).
+# Inference from 64 rows up runs packed whenever there is padding (no_grad
+# DIEN forward at 90 % real: B = 64, T = 200 5.4 ms packed against 9.3 dense;
+# B = 256, T = 50 4.5 against 8.0; B = 1024, T = 50 16.1 against 17.5), below
+# that only under 75 % real: with few rows the dense scan was 10-20 % faster
+# at 90 % real (B = 16, T = 50: 0.85 against 1.05 ms). Without padding it
+# stays dense (5 % faster for the AGRU recurrence at B = 256, T = 50).
 PACKED_FILL = 0.75
 PACKED_FILL_TRAINING = 1.0
 PACKED_BATCH_INFERENCE = 64
@@ -231,17 +231,19 @@ def plan_scan(
 
     Training (``keeps_history``): dense without padding while the per-step
     history stays under ``DENSE_HISTORY_LIMIT``, else packed. Inference:
-    packed from ``PACKED_BATCH_INFERENCE`` rows up, or under ``PACKED_FILL``
-    real slots; dense otherwise.
+    packed from ``PACKED_BATCH_INFERENCE`` rows up whenever there is padding,
+    with fewer rows under ``PACKED_FILL`` real slots; dense otherwise.
     """
     history_too_big = keeps_history and steps * batch * units > DENSE_HISTORY_LIMIT
-    many_rows = not keeps_history and batch >= PACKED_BATCH_INFERENCE
-    if not (history_too_big or many_rows):
+    if not history_too_big:
         # Count the real slots before building any index: the dense scan needs none.
         real = batch * steps if mask is None and lengths is None else None
         if real is None:
             real = int(mask.sum() if mask is not None else lengths.sum())
-        fill = PACKED_FILL_TRAINING if keeps_history else PACKED_FILL
+        if keeps_history or batch >= PACKED_BATCH_INFERENCE:
+            fill = PACKED_FILL_TRAINING
+        else:
+            fill = PACKED_FILL
         if real >= fill * batch * steps:
             return None
     return plan_packing(batch, steps, mask, lengths, device)
