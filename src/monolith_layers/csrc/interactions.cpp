@@ -373,14 +373,24 @@ void senet_forward_impl(const at::Tensor& x, const Tower<T>& tower, const at::Te
   });
 }
 
-// Fills d_x (if defined) and dZ1 (B, C) and dZ2 (B, F), from which the caller
-// forms the weights' gradients. d_out's rows may be strided; a gradient
-// broadcast along E (stride 0, e.g. from out.sum()) is read once per field.
+// The tower's kernel and bias gradients one thread sums over its blocks:
+// dK1 (F, C), db1 (C), dK2 (C, F), db2 (F).
+template <typename T>
+struct TowerGrads {
+  std::vector<T> k1, b1, k2, b2;
+  TowerGrads(int64_t f, int64_t c) : k1(f * c), b1(c), k2(c * f), b2(f) {}
+};
+
+// Fills d_x (if defined), dZ1 (B, C) and dZ2 (B, F), and adds each block's
+// dK1 = S^T dZ1, dK2 = H^T dZ2 and bias sums to its thread's grads. d_out's
+// rows may be strided; a gradient broadcast along E (stride 0, e.g. from
+// out.sum()) is read once per field.
 template <typename T, typename Width>
 void senet_backward_impl(const at::Tensor& d_out, const at::Tensor& x, const Tower<T>& tower,
-                         const at::Tensor& hidden, const at::Tensor& excitation,
-                         const at::Tensor& d_x, const at::Tensor& d_z1, const at::Tensor& d_z2,
-                         Width width) {
+                         const at::Tensor& squeezed, const at::Tensor& hidden,
+                         const at::Tensor& excitation, const at::Tensor& d_x,
+                         const at::Tensor& d_z1, const at::Tensor& d_z2,
+                         std::vector<TowerGrads<T>>& grads, Width width) {
   const int64_t batch = x.size(0), f = x.size(1), c = tower.c;
   const int64_t e = width;
   const int64_t sg_b = d_out.stride(0), sg_f = d_out.stride(1);
@@ -392,6 +402,7 @@ void senet_backward_impl(const at::Tensor& d_out, const at::Tensor& x, const Tow
   T* dx_p = d_x.defined() ? d_x.data_ptr<T>() : nullptr;
   T* dz1_p = c ? d_z1.data_ptr<T>() : nullptr;
   T* dz2_p = d_z2.data_ptr<T>();
+  const T* s_p = squeezed.data_ptr<T>();
   const int64_t blocks = (batch + kSeNetBlock - 1) / kSeNetBlock;
   const int64_t grain = std::max<int64_t>(1, kGrainWork / (kSeNetBlock * f * (2 * e + 2 * c)));
   at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
@@ -431,6 +442,17 @@ void senet_backward_impl(const at::Tensor& d_out, const at::Tensor& x, const Tow
       }
       for (int64_t b = 0; b < n; ++b)
         for (int64_t j = 0; j < f; ++j) dz2_p[(b0 + b) * f + j] = dz2t[j * n + b];
+      if (c) {
+        TowerGrads<T>& sums = grads[at::get_thread_num()];
+        const T* dz1 = dz1_p + b0 * c;
+        const T* dz2 = dz2_p + b0 * f;
+        gemm_rows<T, true>(s_p + b0 * f, f, dz1, n, c, sums.k1.data(), c, f);  // S^T dZ1
+        gemm_rows<T, true>(h_p + b0 * c, c, dz2, n, f, sums.k2.data(), f, c);  // H^T dZ2
+        for (int64_t b = 0; b < n; ++b) {
+          for (int64_t i = 0; i < c; ++i) sums.b1[i] += dz1[b * c + i];
+          for (int64_t j = 0; j < f; ++j) sums.b2[j] += dz2[b * f + j];
+        }
+      }
       if (!dx_p) continue;
       for (int64_t b = 0; b < n; ++b) {
         const T* __restrict a = a_p + (b0 + b) * f;
@@ -602,13 +624,28 @@ std::vector<at::Tensor> senet_backward(
       k2 = effective_kernel<scalar_t>(*second, eps);
       tower = tower_of<scalar_t>(*first, k1, *second, k2);
     }
+    std::vector<TowerGrads<scalar_t>> sums(at::get_num_threads(), TowerGrads<scalar_t>(f, c));
     with_width(x.size(2), [&](auto width) {
-      senet_backward_impl<scalar_t>(d_out, x, tower, hidden, excitation, d_x, d_z1, d_z2, width);
+      senet_backward_impl<scalar_t>(d_out, x, tower, squeezed, hidden, excitation, d_x, d_z1,
+                                    d_z2, sums, width);
     });
     if (!first) return;
-    const auto [d_v1, d_g1] = effective_kernel_backward<scalar_t>(*first, at::mm(squeezed.t(), d_z1), eps);
-    const auto [d_v2, d_g2] = effective_kernel_backward<scalar_t>(*second, at::mm(hidden.t(), d_z2), eps);
-    grads.insert(grads.end(), {d_v1, d_g1, d_z1.sum(0), d_v2, d_g2, d_z2.sum(0)});
+    TowerGrads<scalar_t> total(f, c);
+    const auto add = [](std::vector<scalar_t>& into, const std::vector<scalar_t>& from) {
+      for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
+    };
+    for (const auto& part : sums) {
+      add(total.k1, part.k1);
+      add(total.b1, part.b1);
+      add(total.k2, part.k2);
+      add(total.b2, part.b2);
+    }
+    const auto as_tensor = [&](const std::vector<scalar_t>& v, at::IntArrayRef shape) {
+      return at::from_blob(const_cast<scalar_t*>(v.data()), shape, x.options()).clone();
+    };
+    const auto [d_v1, d_g1] = effective_kernel_backward<scalar_t>(*first, as_tensor(total.k1, {f, c}), eps);
+    const auto [d_v2, d_g2] = effective_kernel_backward<scalar_t>(*second, as_tensor(total.k2, {c, f}), eps);
+    grads.insert(grads.end(), {d_v1, d_g1, as_tensor(total.b1, {c}), d_v2, d_g2, as_tensor(total.b2, {f})});
   });
   return grads;
 }
