@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from native_helpers import needs_kernels
+from native_helpers import assert_within_float32_rounding, needs_kernels
 
 import monolith_layers._din as din_module
 from monolith_layers import DIN, fused
@@ -121,9 +121,7 @@ def test_din_kernel_in_float32_is_within_rounding():
     native, reference = _native_and_reference(dtype=torch.float32, **case)
     with fused(False):  # the float64 reference, not the kernel under test
         exact = _din_case(dtype=torch.float64, **case)
-    for got, want, exact_value in zip(native, reference, exact, strict=True):
-        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6 * exact_value.abs().max()
-        assert (got.double() - exact_value).abs().max() <= bound
+    assert_within_float32_rounding(native, reference, exact)
 
 
 def test_din_kernel_gradcheck():

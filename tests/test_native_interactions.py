@@ -4,7 +4,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from native_helpers import counting_native_calls, needs_kernels
+from native_helpers import (
+    assert_within_float32_rounding,
+    counting_native_calls,
+    needs_kernels,
+)
 
 import monolith_layers._native as native_module
 from monolith_layers import AutoInt, SeNet, set_fused
@@ -73,10 +77,7 @@ def test_autoint_kernel_in_float32_is_within_rounding(mask_kind):
     native, reference = _native_and_reference(_autoint_case, dtype=torch.float32, **case)
     with native_module.native(False):  # the float64 reference, not the kernel under test
         exact = _autoint_case(dtype=torch.float64, **case)
-    for got, want, exact_value in zip(native, reference, exact, strict=True):
-        # Within a few times the tensor ops' own float32 error.
-        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6 * exact_value.abs().max()
-        assert (got.double() - exact_value).abs().max() <= bound
+    assert_within_float32_rounding(native, reference, exact)
 
 
 def test_autoint_kernel_gradcheck():
@@ -160,9 +161,7 @@ def test_senet_kernel_in_float32_is_within_rounding():
     native, reference = _native_and_reference(_senet_case, dtype=torch.float32, **case)
     with native_module.native(False):  # the float64 reference, not the kernel under test
         exact = _senet_case(dtype=torch.float64, **case)
-    for got, want, exact_value in zip(native, reference, exact, strict=True):
-        bound = 4 * (want.double() - exact_value).abs().max() + 1e-6 * exact_value.abs().max()
-        assert (got.double() - exact_value).abs().max() <= bound
+    assert_within_float32_rounding(native, reference, exact)
 
 
 def test_senet_kernel_gradcheck_through_the_weight_norm():

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace monolith_native {
 
@@ -285,6 +286,19 @@ inline std::pair<at::Tensor, at::Tensor> effective_kernel_backward(const DenseWe
       dv[i * cols + j] = direct * dk[i * cols + j] - through_norm * v[i * cols + j];
   }
   return {d_v, d_g};
+}
+
+// into += from, elementwise (per-thread partial sums into a total).
+template <typename T>
+void add_into(std::vector<T>& into, const std::vector<T>& from) {
+  for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
+}
+
+// A copy of v as a tensor of the given shape and options.
+template <typename T>
+at::Tensor to_tensor(const std::vector<T>& v, at::IntArrayRef shape,
+                     const at::TensorOptions& options) {
+  return at::from_blob(const_cast<T*>(v.data()), shape, options).clone();
 }
 
 inline void check_cpu(const at::Tensor& x, const char* name) {

@@ -428,18 +428,15 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
                                 offsets, saved_pointers<scalar_t>(hidden, tower.layers()),
                                 d_queries, d_keys, grads);
     DinGrads<scalar_t> total(tower);
-    const auto add = [](std::vector<scalar_t>& into, const std::vector<scalar_t>& from) {
-      for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
-    };
     for (const auto& g : grads) {
-      add(total.p, g.p);
-      add(total.q, g.q);
-      add(total.w4, g.w4);
-      for (size_t l = 0; l < total.biases.size(); ++l) add(total.biases[l], g.biases[l]);
-      for (size_t l = 0; l < total.kernels.size(); ++l) add(total.kernels[l], g.kernels[l]);
+      add_into(total.p, g.p);
+      add_into(total.q, g.q);
+      add_into(total.w4, g.w4);
+      for (size_t l = 0; l < total.biases.size(); ++l) add_into(total.biases[l], g.biases[l]);
+      for (size_t l = 0; l < total.kernels.size(); ++l) add_into(total.kernels[l], g.kernels[l]);
     }
     const auto as_tensor = [&](const std::vector<scalar_t>& v, at::IntArrayRef shape) {
-      return at::from_blob(const_cast<scalar_t*>(v.data()), shape, keys.options()).clone();
+      return to_tensor(v, shape, keys.options());
     };
     const int64_t h = dims[2], h1 = tower.widths[0];
     const at::Tensor d_p = as_tensor(total.p, {h, h1}), d_q = as_tensor(total.q, {h, h1});

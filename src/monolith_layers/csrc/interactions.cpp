@@ -307,6 +307,21 @@ void with_width(int64_t e, const Fn& fn) {
   }
 }
 
+// fn(b0, n) for the batch's blocks of kSeNetBlock samples (the last may be
+// shorter), split over threads at work_per_sample multiply-adds a sample.
+template <typename Fn>
+void sample_blocks(int64_t batch, int64_t work_per_sample, const Fn& fn) {
+  const int64_t blocks = (batch + kSeNetBlock - 1) / kSeNetBlock;
+  const int64_t grain =
+      std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, kSeNetBlock * work_per_sample));
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t b0 = block * kSeNetBlock;
+      fn(b0, std::min(kSeNetBlock, batch - b0));
+    }
+  });
+}
+
 // The tower's weights: K1 (F, C), b1 (C), K2 (C, F), b2 (F); C = 0 without one.
 template <typename T>
 struct Tower {
@@ -331,43 +346,38 @@ void senet_forward_impl(const at::Tensor& x, const Tower<T>& tower, const at::Te
   T* s_p = squeezed.data_ptr<T>();
   T* h_p = c ? hidden.data_ptr<T>() : nullptr;
   T* a_p = excitation.data_ptr<T>();
-  const int64_t blocks = (batch + kSeNetBlock - 1) / kSeNetBlock;
-  const int64_t grain = std::max<int64_t>(1, kGrainWork / (kSeNetBlock * f * (e + 2 * c)));
-  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+  sample_blocks(batch, f * (e + 2 * c), [&](int64_t b0, int64_t n) {
     // A block's s, h and a transposed: (F, n), (C, n), (F, n).
     std::vector<T> st(f * kSeNetBlock), ht(c * kSeNetBlock), at_(f * kSeNetBlock);
-    for (int64_t block = first; block < last; ++block) {
-      const int64_t b0 = block * kSeNetBlock, n = std::min(kSeNetBlock, batch - b0);
-      for (int64_t b = 0; b < n; ++b) {
-        const T* __restrict xb = x_p + (b0 + b) * f * e;
-        for (int64_t j = 0; j < f; ++j) {
-          T total = 0;
-          for (int64_t k = 0; k < e; ++k) total += xb[j * e + k];
-          st[j * n + b] = total / T(e);
-          s_p[(b0 + b) * f + j] = st[j * n + b];
-        }
+    for (int64_t b = 0; b < n; ++b) {
+      const T* __restrict xb = x_p + (b0 + b) * f * e;
+      for (int64_t j = 0; j < f; ++j) {
+        T total = 0;
+        for (int64_t k = 0; k < e; ++k) total += xb[j * e + k];
+        st[j * n + b] = total / T(e);
+        s_p[(b0 + b) * f + j] = st[j * n + b];
       }
-      if (c) {
-        fill_rows(ht.data(), tower.b1, c, n);
-        gemm_rows<T, true>(tower.k1, c, st.data(), f, n, ht.data(), n, c);  // (S K1)^T
-        for (int64_t i = 0; i < c * n; ++i) ht[i] = ht[i] > T(0) ? ht[i] : T(0);
-        fill_rows(at_.data(), tower.b2, f, n);
-        gemm_rows<T, true>(tower.k2, f, ht.data(), c, n, at_.data(), n, f);  // (H K2)^T
-        for (int64_t i = 0; i < f * n; ++i) at_[i] = sigmoid(at_[i]);
-        for (int64_t b = 0; b < n; ++b)
-          for (int64_t i = 0; i < c; ++i) h_p[(b0 + b) * c + i] = ht[i * n + b];
-      } else {
-        std::copy(st.begin(), st.begin() + f * n, at_.begin());
-      }
-      for (int64_t b = 0; b < n; ++b) {
-        const T* __restrict xb = x_p + (b0 + b) * f * e;
-        T* __restrict o = out_p + (b0 + b) * f * e;
-        T* __restrict a = a_p + (b0 + b) * f;
-        for (int64_t j = 0; j < f; ++j) {
-          const T w = at_[j * n + b];
-          a[j] = w;
-          for (int64_t k = 0; k < e; ++k) o[j * e + k] = xb[j * e + k] * w;
-        }
+    }
+    if (c) {
+      fill_rows(ht.data(), tower.b1, c, n);
+      gemm_rows<T, true>(tower.k1, c, st.data(), f, n, ht.data(), n, c);  // (S K1)^T
+      for (int64_t i = 0; i < c * n; ++i) ht[i] = ht[i] > T(0) ? ht[i] : T(0);
+      fill_rows(at_.data(), tower.b2, f, n);
+      gemm_rows<T, true>(tower.k2, f, ht.data(), c, n, at_.data(), n, f);  // (H K2)^T
+      for (int64_t i = 0; i < f * n; ++i) at_[i] = sigmoid(at_[i]);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t i = 0; i < c; ++i) h_p[(b0 + b) * c + i] = ht[i * n + b];
+    } else {
+      std::copy(st.begin(), st.begin() + f * n, at_.begin());
+    }
+    for (int64_t b = 0; b < n; ++b) {
+      const T* __restrict xb = x_p + (b0 + b) * f * e;
+      T* __restrict o = out_p + (b0 + b) * f * e;
+      T* __restrict a = a_p + (b0 + b) * f;
+      for (int64_t j = 0; j < f; ++j) {
+        const T w = at_[j * n + b];
+        a[j] = w;
+        for (int64_t k = 0; k < e; ++k) o[j * e + k] = xb[j * e + k] * w;
       }
     }
   });
@@ -403,68 +413,63 @@ void senet_backward_impl(const at::Tensor& d_out, const at::Tensor& x, const Tow
   T* dz1_p = c ? d_z1.data_ptr<T>() : nullptr;
   T* dz2_p = d_z2.data_ptr<T>();
   const T* s_p = squeezed.data_ptr<T>();
-  const int64_t blocks = (batch + kSeNetBlock - 1) / kSeNetBlock;
-  const int64_t grain = std::max<int64_t>(1, kGrainWork / (kSeNetBlock * f * (2 * e + 2 * c)));
-  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+  sample_blocks(batch, f * (2 * e + 2 * c), [&](int64_t b0, int64_t n) {
     // A block's dz2 / ds (F, n) and dz1 (C, n), transposed.
     std::vector<T> dz2t(f * kSeNetBlock), dz1t(c * kSeNetBlock), dst(f * kSeNetBlock);
-    for (int64_t block = first; block < last; ++block) {
-      const int64_t b0 = block * kSeNetBlock, n = std::min(kSeNetBlock, batch - b0);
-      for (int64_t b = 0; b < n; ++b) {
-        const T* __restrict xb = x_p + (b0 + b) * f * e;
-        const T* __restrict a = a_p + (b0 + b) * f;
-        for (int64_t j = 0; j < f; ++j) {
-          const T* __restrict g = g_p + (b0 + b) * sg_b + j * sg_f;
-          T total = 0;
-          if (broadcast) {
-            for (int64_t k = 0; k < e; ++k) total += xb[j * e + k];
-            total *= g[0];
-          } else {
-            for (int64_t k = 0; k < e; ++k) total += g[k] * xb[j * e + k];
-          }
-          // d(excitation) times the sigmoid's derivative; the identity tower's is 1.
-          dz2t[j * n + b] = c ? total * a[j] * (T(1) - a[j]) : total;
+    for (int64_t b = 0; b < n; ++b) {
+      const T* __restrict xb = x_p + (b0 + b) * f * e;
+      const T* __restrict a = a_p + (b0 + b) * f;
+      for (int64_t j = 0; j < f; ++j) {
+        const T* __restrict g = g_p + (b0 + b) * sg_b + j * sg_f;
+        T total = 0;
+        if (broadcast) {
+          for (int64_t k = 0; k < e; ++k) total += xb[j * e + k];
+          total *= g[0];
+        } else {
+          for (int64_t k = 0; k < e; ++k) total += g[k] * xb[j * e + k];
         }
+        // d(excitation) times the sigmoid's derivative; the identity tower's is 1.
+        dz2t[j * n + b] = c ? total * a[j] * (T(1) - a[j]) : total;
       }
-      if (c) {
-        std::fill(dz1t.begin(), dz1t.end(), T(0));
-        gemm_rows(tower.k2, f, dz2t.data(), f, n, dz1t.data(), n, c);  // (dZ2 K2^T)^T
-        for (int64_t i = 0; i < c; ++i)
-          for (int64_t b = 0; b < n; ++b) {
-            T& d = dz1t[i * n + b];
-            d = h_p[(b0 + b) * c + i] > T(0) ? d : T(0);
-            dz1_p[(b0 + b) * c + i] = d;
-          }
-        std::fill(dst.begin(), dst.end(), T(0));
-        gemm_rows(tower.k1, c, dz1t.data(), c, n, dst.data(), n, f);  // (dZ1 K1^T)^T
-      } else {
-        std::copy(dz2t.begin(), dz2t.begin() + f * n, dst.begin());
-      }
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t j = 0; j < f; ++j) dz2_p[(b0 + b) * f + j] = dz2t[j * n + b];
-      if (c) {
-        TowerGrads<T>& sums = grads[at::get_thread_num()];
-        const T* dz1 = dz1_p + b0 * c;
-        const T* dz2 = dz2_p + b0 * f;
-        gemm_rows<T, true>(s_p + b0 * f, f, dz1, n, c, sums.k1.data(), c, f);  // S^T dZ1
-        gemm_rows<T, true>(h_p + b0 * c, c, dz2, n, f, sums.k2.data(), f, c);  // H^T dZ2
+    }
+    if (c) {
+      std::fill(dz1t.begin(), dz1t.end(), T(0));
+      gemm_rows(tower.k2, f, dz2t.data(), f, n, dz1t.data(), n, c);  // (dZ2 K2^T)^T
+      for (int64_t i = 0; i < c; ++i)
         for (int64_t b = 0; b < n; ++b) {
-          for (int64_t i = 0; i < c; ++i) sums.b1[i] += dz1[b * c + i];
-          for (int64_t j = 0; j < f; ++j) sums.b2[j] += dz2[b * f + j];
+          T& d = dz1t[i * n + b];
+          d = h_p[(b0 + b) * c + i] > T(0) ? d : T(0);
+          dz1_p[(b0 + b) * c + i] = d;
         }
-      }
-      if (!dx_p) continue;
+      std::fill(dst.begin(), dst.end(), T(0));
+      gemm_rows(tower.k1, c, dz1t.data(), c, n, dst.data(), n, f);  // (dZ1 K1^T)^T
+    } else {
+      std::copy(dz2t.begin(), dz2t.begin() + f * n, dst.begin());
+    }
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t j = 0; j < f; ++j) dz2_p[(b0 + b) * f + j] = dz2t[j * n + b];
+    if (c) {
+      TowerGrads<T>& sums = grads[at::get_thread_num()];
+      const T* dz1 = dz1_p + b0 * c;
+      const T* dz2 = dz2_p + b0 * f;
+      gemm_rows<T, true>(s_p + b0 * f, f, dz1, n, c, sums.k1.data(), c, f);  // S^T dZ1
+      gemm_rows<T, true>(h_p + b0 * c, c, dz2, n, f, sums.k2.data(), f, c);  // H^T dZ2
       for (int64_t b = 0; b < n; ++b) {
-        const T* __restrict a = a_p + (b0 + b) * f;
-        T* __restrict dx = dx_p + (b0 + b) * f * e;
-        for (int64_t j = 0; j < f; ++j) {
-          const T* __restrict g = g_p + (b0 + b) * sg_b + j * sg_f;
-          const T from_squeeze = dst[j * n + b] / T(e);
-          if (broadcast)
-            for (int64_t k = 0; k < e; ++k) dx[j * e + k] = g[0] * a[j] + from_squeeze;
-          else
-            for (int64_t k = 0; k < e; ++k) dx[j * e + k] = g[k] * a[j] + from_squeeze;
-        }
+        for (int64_t i = 0; i < c; ++i) sums.b1[i] += dz1[b * c + i];
+        for (int64_t j = 0; j < f; ++j) sums.b2[j] += dz2[b * f + j];
+      }
+    }
+    if (!dx_p) return;
+    for (int64_t b = 0; b < n; ++b) {
+      const T* __restrict a = a_p + (b0 + b) * f;
+      T* __restrict dx = dx_p + (b0 + b) * f * e;
+      for (int64_t j = 0; j < f; ++j) {
+        const T* __restrict g = g_p + (b0 + b) * sg_b + j * sg_f;
+        const T from_squeeze = dst[j * n + b] / T(e);
+        if (broadcast)
+          for (int64_t k = 0; k < e; ++k) dx[j * e + k] = g[0] * a[j] + from_squeeze;
+        else
+          for (int64_t k = 0; k < e; ++k) dx[j * e + k] = g[k] * a[j] + from_squeeze;
       }
     }
   });
@@ -552,11 +557,31 @@ c10::optional<DenseWeights> dense_weights(const at::Tensor& x,
   return DenseWeights{v->contiguous(), g->contiguous(), bias->contiguous()};
 }
 
+using OptionalDense = c10::optional<DenseWeights>;
+
+// Both dense layers of SeNet's tower, checked (or neither, for cmp_dim=None).
+std::pair<OptionalDense, OptionalDense> tower_weights(
+    const at::Tensor& x, const c10::optional<at::Tensor>& v1, const c10::optional<at::Tensor>& g1,
+    const c10::optional<at::Tensor>& b1, const c10::optional<at::Tensor>& v2,
+    const c10::optional<at::Tensor>& g2, const c10::optional<at::Tensor>& b2) {
+  const int64_t f = x.size(1);
+  const OptionalDense first = dense_weights(x, v1, g1, b1, f, 0);
+  const int64_t c = first ? first->v.size(1) : 0;
+  const OptionalDense second = first ? dense_weights(x, v2, g2, b2, c, f) : c10::nullopt;
+  TORCH_CHECK(bool(first) == bool(second), "the tower needs both dense layers");
+  return {first, second};
+}
+
+// The tower the kernels read: K1 and K2 weight-normalised into k1, k2 (which
+// must outlive it) and the biases; an empty tower without dense layers.
 template <typename T>
-Tower<T> tower_of(const DenseWeights& first, const at::Tensor& k1, const DenseWeights& second,
-                  const at::Tensor& k2) {
-  return Tower<T>{k1.size(1), k1.data_ptr<T>(), first.bias.data_ptr<T>(), k2.data_ptr<T>(),
-                  second.bias.data_ptr<T>()};
+Tower<T> normalised_tower(const OptionalDense& first, const OptionalDense& second, double eps,
+                          at::Tensor& k1, at::Tensor& k2) {
+  if (!first) return Tower<T>();
+  k1 = effective_kernel<T>(*first, eps);
+  k2 = effective_kernel<T>(*second, eps);
+  return Tower<T>{k1.size(1), k1.data_ptr<T>(), first->bias.data_ptr<T>(), k2.data_ptr<T>(),
+                  second->bias.data_ptr<T>()};
 }
 
 }  // namespace
@@ -572,22 +597,15 @@ std::vector<at::Tensor> senet_forward(const at::Tensor& x, const c10::optional<a
                                       const c10::optional<at::Tensor>& b2, double eps) {
   check_fields(x, "x");
   const int64_t batch = x.size(0), f = x.size(1);
-  const auto first = dense_weights(x, v1, g1, b1, f, 0);
+  const auto [first, second] = tower_weights(x, v1, g1, b1, v2, g2, b2);
   const int64_t c = first ? first->v.size(1) : 0;
-  const auto second = first ? dense_weights(x, v2, g2, b2, c, f) : c10::nullopt;
-  TORCH_CHECK(bool(first) == bool(second), "the tower needs both dense layers");
   at::Tensor out = at::empty_like(x);
   at::Tensor squeezed = at::empty({batch, f}, x.options());
   at::Tensor hidden = at::empty({batch, c}, x.options());
   at::Tensor excitation = at::empty({batch, f}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "senet_forward", [&] {
-    Tower<scalar_t> tower;
-    at::Tensor k1, k2;
-    if (first) {
-      k1 = effective_kernel<scalar_t>(*first, eps);
-      k2 = effective_kernel<scalar_t>(*second, eps);
-      tower = tower_of<scalar_t>(*first, k1, *second, k2);
-    }
+    at::Tensor k1, k2;  // the weight-normalised kernels, alive while tower points at them
+    const Tower<scalar_t> tower = normalised_tower<scalar_t>(first, second, eps, k1, k2);
     with_width(x.size(2), [&](auto width) {
       senet_forward_impl<scalar_t>(x, tower, out, squeezed, hidden, excitation, width);
     });
@@ -608,22 +626,15 @@ std::vector<at::Tensor> senet_backward(
   TORCH_CHECK(d_out.sizes() == x.sizes() && (d_out.stride(2) == 1 || d_out.stride(2) == 0),
               "d_out must have x's shape and a last stride of 1 or 0");
   const int64_t batch = x.size(0), f = x.size(1);
-  const auto first = dense_weights(x, v1, g1, b1, f, 0);
+  const auto [first, second] = tower_weights(x, v1, g1, b1, v2, g2, b2);
   const int64_t c = first ? first->v.size(1) : 0;
-  const auto second = first ? dense_weights(x, v2, g2, b2, c, f) : c10::nullopt;
-  TORCH_CHECK(bool(first) == bool(second), "the tower needs both dense layers");
   at::Tensor d_x = need_x_grad ? at::empty_like(x) : at::Tensor();
   at::Tensor d_z1 = at::empty({batch, c}, x.options());
   at::Tensor d_z2 = at::empty({batch, f}, x.options());
   std::vector<at::Tensor> grads{d_x};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "senet_backward", [&] {
-    Tower<scalar_t> tower;
-    at::Tensor k1, k2;
-    if (first) {
-      k1 = effective_kernel<scalar_t>(*first, eps);
-      k2 = effective_kernel<scalar_t>(*second, eps);
-      tower = tower_of<scalar_t>(*first, k1, *second, k2);
-    }
+    at::Tensor k1, k2;  // the weight-normalised kernels, alive while tower points at them
+    const Tower<scalar_t> tower = normalised_tower<scalar_t>(first, second, eps, k1, k2);
     std::vector<TowerGrads<scalar_t>> sums(at::get_num_threads(), TowerGrads<scalar_t>(f, c));
     with_width(x.size(2), [&](auto width) {
       senet_backward_impl<scalar_t>(d_out, x, tower, squeezed, hidden, excitation, d_x, d_z1,
@@ -631,17 +642,14 @@ std::vector<at::Tensor> senet_backward(
     });
     if (!first) return;
     TowerGrads<scalar_t> total(f, c);
-    const auto add = [](std::vector<scalar_t>& into, const std::vector<scalar_t>& from) {
-      for (size_t i = 0; i < into.size(); ++i) into[i] += from[i];
-    };
     for (const auto& part : sums) {
-      add(total.k1, part.k1);
-      add(total.b1, part.b1);
-      add(total.k2, part.k2);
-      add(total.b2, part.b2);
+      add_into(total.k1, part.k1);
+      add_into(total.b1, part.b1);
+      add_into(total.k2, part.k2);
+      add_into(total.b2, part.b2);
     }
     const auto as_tensor = [&](const std::vector<scalar_t>& v, at::IntArrayRef shape) {
-      return at::from_blob(const_cast<scalar_t*>(v.data()), shape, x.options()).clone();
+      return to_tensor(v, shape, x.options());
     };
     const auto [d_v1, d_g1] = effective_kernel_backward<scalar_t>(*first, as_tensor(total.k1, {f, c}), eps);
     const auto [d_v2, d_g2] = effective_kernel_backward<scalar_t>(*second, as_tensor(total.k2, {c, f}), eps);
