@@ -1,4 +1,4 @@
-"""Native paths of the feature transforms: AutoInt's rounds, SeNet's squeeze and scale.
+"""Native paths of the feature transforms: AutoInt's rounds and the whole of SeNet.
 
 Each function returns None when its native kernel cannot run (fast paths
 switched off or tracing, native kernels off or unbuildable, not CPU float32 /
