@@ -2,9 +2,10 @@
 
 ``csrc/recurrences.cpp`` runs the per-step work of :mod:`._gru_scan` and
 :mod:`._agru_scan` (a step's matmuls plus one pass over its elementwise work)
-without a Python round trip per tensor op; ``csrc/interactions.cpp`` runs
-AutoInt's attention rounds and SeNet's squeeze and scale one sample at a time
-in cache. The sources in ``csrc/`` are compiled once per machine
+without a Python round trip per tensor op; ``csrc/din.cpp`` runs DIN's tower
+and pooling, and ``csrc/interactions.cpp`` AutoInt's rounds and the whole of
+SeNet, a batch row (or a block of rows) at a time in cache. The sources in
+``csrc/`` are compiled once per machine
 with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are
 needed; about a minute) into torch's extension cache, tuned for the CPU it
 runs on. Where it cannot be built, the same computations run as tensor ops:

@@ -87,11 +87,16 @@ class DIN(Layer):
     Shapes: queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) for
     ``'sum'``, (B, T, H) for ``'elementwise'``.
 
-    Fast path (on unless ``set_fused(False)``): the factored first layer,
-    run over batch slices of about ``POSITIONS_PER_CHUNK`` positions. While
-    traced (compile / export / ONNX) the factored path runs on the whole
-    batch, so no batch size is baked into the graph; with the fast paths off
-    the tower runs on the materialised concatenation (the reference).
+    Fast paths (on unless ``set_fused(False)``): on CPU in float32 / float64,
+    a native kernel (``csrc/din.cpp``) runs the factored first layer, the
+    rest of the tower and the pooling one batch row at a time over the row's
+    real keys only (for towers of tanh / sigmoid / relu / linear layers as
+    the constructor builds them); otherwise the factored first layer runs as
+    tensor ops over batch slices of about ``POSITIONS_PER_CHUNK`` positions.
+    While traced (compile / export / ONNX) the factored path runs on the
+    whole batch, so no batch size is baked into the graph; with the fast
+    paths off the tower runs on the materialised concatenation (the
+    reference).
 
     Args:
         hidden_units: widths of the ``compress_tower`` MLP; the last must be 1.
@@ -189,12 +194,13 @@ class DIN(Layer):
         ``keys`` may also be jagged (:class:`monolith_layers.Jagged` or a
         TorchRec ``JaggedTensor``), padded once on entry.
 
-        On the fast path the layer runs over slices of the batch of about
+        With the native kernel the layer runs row by row (class docstring).
+        On the tensor-op fast path it runs over slices of the batch of about
         ``POSITIONS_PER_CHUNK`` positions: the tower's (B, T, hidden)
         intermediates and the pooling's (B, T, H) products then stay
         cache-sized and their memory is reused from slice to slice (1.6-1.8x
-        faster fwd+bwd at B=1024, T=50, [80, 40, 1] on CPU; see
-        benchmarks/README.md). When padding leaves fewer than ``PACKED_FILL``
+        faster fwd+bwd than unsliced at B=1024, T=50, [80, 40, 1] on CPU,
+        measured before the native kernel). When padding leaves fewer than ``PACKED_FILL``
         of the positions real, the tower runs on the real positions only
         (gathered, in slices of the same size) and the pooling scatters
         them back.
