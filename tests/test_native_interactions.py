@@ -71,15 +71,6 @@ def test_autoint_kernel_equals_the_tensor_ops(**case):
     _assert_all_close(*_native_and_reference(_autoint_case, **case))
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "random"])
-def test_autoint_kernel_in_float32_is_within_rounding(mask_kind):
-    case = dict(seed=3, batch=64, fields=39, width=16, rounds=3, scale=False, mask_kind=mask_kind)
-    native, reference = _native_and_reference(_autoint_case, dtype=torch.float32, **case)
-    with native_module.native(False):  # the float64 reference, not the kernel under test
-        exact = _autoint_case(dtype=torch.float64, **case)
-    assert_within_float32_rounding(native, reference, exact)
-
-
 def test_autoint_kernel_gradcheck():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 7, 5, generator=g, dtype=torch.float64, requires_grad=True)
@@ -156,11 +147,28 @@ def test_senet_kernel_equals_the_tensor_ops(**case):
     _assert_all_close(*_native_and_reference(_senet_case, **case))
 
 
-def test_senet_kernel_in_float32_is_within_rounding():
-    case = dict(seed=4, batch=130, fields=39, width=16, cmp_dim=8, upstream="dense", x_grad=True)
-    native, reference = _native_and_reference(_senet_case, dtype=torch.float32, **case)
+@pytest.mark.parametrize(
+    "case_fn, case",
+    [
+        (
+            _autoint_case,
+            dict(seed=3, batch=64, fields=39, width=16, rounds=3, scale=False, mask_kind="none"),
+        ),
+        (
+            _autoint_case,
+            dict(seed=3, batch=64, fields=39, width=16, rounds=3, scale=False, mask_kind="random"),
+        ),
+        (
+            _senet_case,
+            dict(seed=4, batch=130, fields=39, width=16, cmp_dim=8, upstream="dense", x_grad=True),
+        ),
+    ],
+    ids=["autoint", "autoint-masked", "senet"],
+)
+def test_kernel_in_float32_is_within_rounding(case_fn, case):
+    native, reference = _native_and_reference(case_fn, dtype=torch.float32, **case)
     with native_module.native(False):  # the float64 reference, not the kernel under test
-        exact = _senet_case(dtype=torch.float64, **case)
+        exact = case_fn(dtype=torch.float64, **case)
     assert_within_float32_rounding(native, reference, exact)
 
 

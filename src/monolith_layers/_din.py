@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _native
-from ._fused import fast_paths_on, fused_activation_name, refuse_double_backward
+from ._fused import fused_activation_name, refuse_double_backward
 from .dense import KERNEL_NORM_EPSILON
 
 if TYPE_CHECKING:
@@ -103,9 +103,7 @@ def din_native(
     queries (B, H), keys (B, T, H), mask (B, T) bool or None; padded keys are
     never read.
     """
-    if not fast_paths_on():
-        return None
-    kernels = _native.usable(queries, keys)
+    kernels = _native.fast_kernels(queries, keys)
     tower = layer.compress_tower
     acts = _tower_layout(tower) if kernels is not None else None
     if acts is None:

@@ -15,11 +15,7 @@ from typing import Any
 import torch
 
 from . import _native
-from ._fused import fast_paths_on, refuse_double_backward
-
-
-def _kernels(*tensors: torch.Tensor | None) -> ModuleType | None:
-    return _native.usable(*tensors) if fast_paths_on() else None
+from ._fused import refuse_double_backward
 
 
 class _AutoIntRounds(torch.autograd.Function):
@@ -52,7 +48,7 @@ def autoint_rounds(
     """x (B, F, E) with absent fields' rows already zero, present (B, F) bool or
     None -> x after ``rounds`` rounds of ``softmax(x x^T / divisor) x`` over the
     present fields, absent rows zero; None where the kernel cannot run."""
-    kernels = _kernels(x)
+    kernels = _native.fast_kernels(x)
     if kernels is None:
         return None
     if present is not None:
@@ -98,7 +94,7 @@ def senet(x: torch.Tensor, tower: Tower | None, eps: float) -> torch.Tensor | No
     column-wise, K = V g / sqrt(max(|V|^2, eps)) as :meth:`Dense.effective_kernel`
     computes it. None where the kernel cannot run."""
     weights = tower if tower is not None else (None,) * 6
-    kernels = _kernels(x, *weights)
+    kernels = _native.fast_kernels(x, *weights)
     if kernels is None:
         return None
     return _SeNet.apply(x.contiguous(), *weights, eps, kernels)

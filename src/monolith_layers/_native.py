@@ -30,6 +30,7 @@ from types import ModuleType
 
 import torch
 
+from ._fused import fast_paths_on
 from ._switch import ProcessSwitch
 
 ENV_VAR = "MONOLITH_LAYERS_NATIVE"
@@ -163,3 +164,9 @@ def usable(*tensors: torch.Tensor | None) -> ModuleType | None:
     if devices != {"cpu"} or len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.float64):
         return None
     return kernels()
+
+
+def fast_kernels(*tensors: torch.Tensor | None) -> ModuleType | None:
+    """:func:`usable`, for a layer whose only fast path is native: None also
+    when the fast paths are switched off or a tracer is running."""
+    return usable(*tensors) if fast_paths_on() else None

@@ -114,17 +114,16 @@ void transpose_padded(const T* __restrict src, int64_t f, int64_t cols, int64_t 
     for (int64_t k = 0; k < cols; ++k) dst[k * fp + j] = src[j * cols + k];
 }
 
-// One sample's buffers (per thread) and flags.
+// One sample's shape and present fields (per thread).
 template <typename T>
 struct AutoIntSample {
   int64_t f, e, fp;
   T divisor;
   const bool* present = nullptr;  // F flags, or nullptr when all are present
-  std::vector<T> keep, xt, pt;
+  std::vector<T> keep;
 
   AutoIntSample(int64_t f, int64_t e, T divisor)
-      : f(f), e(e), fp(padded_fields(f, sizeof(T))), divisor(divisor),
-        keep(fp), xt(e * fp), pt(f * fp) {}
+      : f(f), e(e), fp(padded_fields(f, sizeof(T))), divisor(divisor), keep(fp) {}
 
   bool is_present(int64_t j) const { return !present || present[j]; }
 
@@ -134,14 +133,15 @@ struct AutoIntSample {
     for (int64_t i = 0; i < fp; ++i) keep[i] = i < f && is_present(i) ? T(1) : T(0);
   }
 
-  // p (F, Fp) = the transposed attention weights of x (F, E); uses xt for x^T.
-  void attention(const T* __restrict x, T* __restrict p) {
+  // p (F, Fp) = the transposed attention weights of x (F, E); xt (E, Fp) is
+  // scratch for x^T.
+  void attention(const T* __restrict x, T* __restrict xt, T* __restrict p) const {
     using L = Lanes<T>;
     using Vec = typename L::Vec;
     constexpr int64_t w = L::kWidth;
-    transpose_padded(x, f, e, fp, xt.data());
+    transpose_padded(x, f, e, fp, xt);
     std::fill(p, p + f * fp, T(0));
-    gemm_rows(x, e, xt.data(), e, fp, p, fp, f);  // S (symmetric)
+    gemm_rows(x, e, xt, e, fp, p, fp, f);  // S (symmetric)
     for (int64_t i = 0; i < fp; i += w) {
       // Column block i: queries i..i+w, normalised down the present keys' rows.
       Vec peak = L::splat(std::numeric_limits<T>::lowest());
@@ -211,7 +211,7 @@ void autoint_forward_impl(const at::Tensor& x, const at::Tensor& present, int64_
   const int64_t fp = padded_fields(f, sizeof(T));
   row_chunks(batch, rounds * 2 * f * fp * e, [&](int64_t begin, int64_t end) {
     AutoIntSample<T> sample(f, e, T(divisor));
-    std::vector<T> ping(area), pong(area);
+    std::vector<T> xt(e * fp), scratch(f * fp), ping(area), pong(area);
     for (int64_t b = begin; b < end; ++b) {
       sample.set_present(sample_flags(present, b));
       const T* cur = x_p + b * area;
@@ -219,8 +219,8 @@ void autoint_forward_impl(const at::Tensor& x, const at::Tensor& present, int64_
         T* next = l == rounds - 1 ? out_p + b * area
                   : hidden_p      ? hidden_p + (l * batch + b) * area
                   : (l % 2 == 0 ? ping.data() : pong.data());
-        T* pt = weights_p ? weights_p + (l * batch + b) * f * fp : sample.pt.data();
-        sample.attention(cur, pt);
+        T* pt = weights_p ? weights_p + (l * batch + b) * f * fp : scratch.data();
+        sample.attention(cur, xt.data(), pt);
         std::fill(next, next + area, T(0));
         gemm_rows<T, true>(pt, fp, cur, f, e, next, e, f);  // P X
         sample.zero_absent(next);
