@@ -1,12 +1,18 @@
-"""The CLI as a user runs it: demo --quick, train / evaluate / resume, bad input."""
+"""The CLI as a user runs it: demo --quick, train / evaluate / resume, bad input,
+bad output paths, progress bars on and off."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from monolith_layers import _native
 from monolith_layers.cli import main
 
 pytest.importorskip("sklearn")
@@ -54,11 +60,13 @@ def test_train_evaluate_and_resume(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} >= {
         "model.safetensors",
         "config.json",
-        "last.safetensors",
         "trainer_state.pt",
         "metrics.json",
         "report.md",
     }
+    # Every file gets the mode new files get (safetensors' writer alone made 0600).
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert len(set(modes.values())) == 1, modes
     capsys.readouterr()
     assert main(["evaluate", str(out), "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -67,6 +75,15 @@ def test_train_evaluate_and_resume(tmp_path, capsys):
     assert result["auc"] == pytest.approx(trained["test_auc"], abs=1e-9)
     resume = ["train", "--data", str(data), "--model", "dien", "--epochs", "2", "--max-len", "6"]
     assert main(resume + ["--embed-dim", "4", "--out", str(out), "--resume", "--no-progress"]) == 0
+    state = json.loads((out / "metrics.json").read_text())["models"]["dien"]["history"]
+    assert [r["epoch"] for r in state] == [1, 2]
+    capsys.readouterr()
+    # A run folder is never overwritten silently; --overwrite starts again.
+    assert main(resume + ["--embed-dim", "4", "--out", str(out), "--no-progress"]) == 2
+    assert "holds an earlier run; add --resume" in capsys.readouterr().err
+    assert (
+        main(resume + ["--embed-dim", "4", "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    )
     state = json.loads((out / "metrics.json").read_text())["models"]["dien"]["history"]
     assert [r["epoch"] for r in state] == [1, 2]
 
@@ -110,6 +127,189 @@ def test_bad_config_files_and_empty_data(tmp_path, capsys):
     assert not out.exists()
 
 
+def _saved_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("model", ["dien", "din+senet"])
+def test_progress_bars_do_not_change_the_trained_model(tmp_path, capsys, model):
+    """The same seed gives the same weights, bit for bit, whatever is displayed."""
+    data = _recbole_dir(tmp_path)
+    args = ["train", "--data", str(data), "--model", model, "--epochs", "2", "--max-len", "6"]
+    args += ["--embed-dim", "4", "--batch-size", "64"]
+    assert main(args + ["--out", str(tmp_path / "bars")]) == 0
+    drawn = capsys.readouterr().err
+    assert "epoch 1" in drawn  # the bars were really drawn
+    assert main(args + ["--out", str(tmp_path / "plain"), "--no-progress"]) == 0
+    assert "epoch 1" not in capsys.readouterr().err
+    bars, plain = _saved_weights(tmp_path / "bars"), _saved_weights(tmp_path / "plain")
+    assert bars.keys() == plain.keys()
+    for name, value in bars.items():
+        assert torch.equal(value, plain[name]), name
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("bars", "plain")]
+    name = model
+    assert metrics[0]["models"][name]["test_auc"] == metrics[1]["models"][name]["test_auc"]
+
+
+def _existing_run(tmp_path) -> tuple[Path, Path]:
+    data = _recbole_dir(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--model", "mean", "--epochs", "1", "--max-len", "6"]
+    assert main(args + ["--embed-dim", "4", "--out", str(run), "--no-progress"]) == 0
+    return data, run
+
+
+OUTPUT_CASES = {
+    "train into a file": (["train", "--out", "{file}"], "--out {file}: is a file; give a folder"),
+    "train under a file": (["train", "--out", "{file}/sub"], "{file} is a file, not a folder"),
+    "demo under a file": (["demo", "--out", "{file}/sub"], "{file} is a file, not a folder"),
+    "demo into a file": (["demo", "--out", "{file}"], "is a file; give a folder"),
+    "train into a run": (["train", "--out", "{run}"], "holds an earlier run; add --resume"),
+    "resume and overwrite": (
+        ["train", "--out", "{run}", "--resume", "--overwrite"],
+        "--resume continues the run in --out and --overwrite replaces it: pick one",
+    ),
+    "resume nothing": (["train", "--out", "{empty}", "--resume"], "nothing to resume"),
+    "export into a folder": (
+        ["export", "{run}", "--format", "torchscript", "--out", "{empty}"],
+        "is a folder; give a file name",
+    ),
+    "export onto a file": (
+        ["export", "{run}", "--format", "torchscript", "--out", "{file}"],
+        "exists; add --overwrite to replace it",
+    ),
+    "export under a file": (
+        ["export", "{run}", "--format", "torchscript", "--out", "{file}/x.pt"],
+        "{file} is a file, not a folder",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_output_problems_are_one_line_before_any_work(tmp_path, capsys, case):
+    _, run = _existing_run(tmp_path)
+    file = tmp_path / "a_file"
+    file.write_text("keep me")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    places = {"file": str(file), "run": str(run), "empty": str(empty)}
+    args, message = OUTPUT_CASES[case]
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    capsys.readouterr()
+    code = main([a.format(**places) for a in args] + (["--no-progress"] * (args[0] != "export")))
+    printed = capsys.readouterr()
+    assert code == 2
+    assert message.format(**places) in printed.err and len(printed.err.strip().splitlines()) == 1
+    assert printed.out == ""  # failed before reading any data: nothing was printed
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nor written
+    assert file.read_text() == "keep me"
+
+
+@pytest.mark.skipif(
+    not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and os.geteuid() != 0,
+    reason="needs a folder nobody can write in (/sys on Linux)",
+)
+def test_unwritable_output_folder(capsys):
+    try:
+        Path("/sys/monolith-layers-probe").touch()
+        pytest.skip("/sys is writable here")
+    except OSError:
+        pass
+    assert main(["train", "--out", "/sys/runs/x", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--out /sys/runs/x: cannot write in /sys" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_overwrites_only_when_asked_and_keeps_the_old_file_on_failure(
+    tmp_path, capsys, monkeypatch
+):
+    from monolith_layers import export
+
+    _, run = _existing_run(tmp_path)
+    target = tmp_path / "model.pt"
+    target.write_text("an older artefact")
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(target)]) == 2
+    assert target.read_text() == "an older artefact"
+
+    def disagreeing(fmt, path, inputs):
+        return np.zeros(7, dtype=np.float32) + 2.0
+
+    monkeypatch.setattr(export, "_run_artefact", disagreeing)
+    args = ["export", str(run), "--format", "torchscript", "--out", str(target), "--overwrite"]
+    assert main(args) == 2
+    assert "disagrees with the eager model" in capsys.readouterr().err
+    assert target.read_text() == "an older artefact"  # a failed export replaced nothing
+    assert [p.name for p in tmp_path.glob(".*partial*")] == []
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert torch.jit.load(str(target)) is not None
+
+
+def test_tiny_data_errors_name_the_file(tmp_path, capsys):
+    folder = tmp_path / "shop" / "x"
+    folder.mkdir(parents=True)
+    rows = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    rows += ["u1\ti1\t5\t1", "u1\ti2\t1\t2", "u2\ti1\t4\t3"]
+    (folder / "x.inter").write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(folder), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {folder}: the valid split is empty" in err
+    assert "3 or more events" in err
+
+
+def test_version_and_top_level_help_list_every_option():
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [sys.executable, "-m", "monolith_layers", "--version"], capture_output=True, text=True
+    )
+    assert (
+        done.returncode == 0
+        and done.stdout.strip() == f"monolith-layers {version('monolith-layers')}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "monolith_layers", "--help"], capture_output=True, text=True
+    )
+    for option in ("--quick", "--resume", "--overwrite", "--split", "--format", "--max-len"):
+        assert option in done.stdout, option
+
+
+def test_native_build_is_its_own_step_before_training(tmp_path, capsys, monkeypatch):
+    """A pending build runs before any bar, on its own line with its time."""
+    calls = []
+    monkeypatch.setattr(_native, "build_pending", lambda: not calls)
+
+    def build():
+        calls.append(1)
+        return _native.kernels(announce=False), 12.4
+
+    monkeypatch.setattr(_native, "build_native", build)
+    data = _recbole_dir(tmp_path)
+    args = ["train", "--data", str(data), "--model", "dien", "--epochs", "1", "--max-len", "6"]
+    assert main(args + ["--embed-dim", "4", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert calls == [1]
+    building = next(i for i, line in enumerate(out) if line.startswith("building the native"))
+    assert "first use in this environment, needs a C++ compiler" in out[building]
+    assert out[building + 1] == "  done in 12 s"
+    assert any("dien" in line and "test AUC" in line for line in out[building + 2 :])
+
+
+def test_build_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "monolith_layers", "build"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the native kernels are built:" in done.stdout or "done in" in done.stdout
+    env = dict(os.environ, MONOLITH_LAYERS_NATIVE="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "monolith_layers", "build"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and "switches the native kernels off" in done.stderr
+
+
 def test_help_documents_every_command_and_module_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "monolith_layers", "train", "--help"], capture_output=True, text=True
@@ -138,7 +338,27 @@ def test_ctrl_c_leaves_the_last_complete_checkpoint_loadable(tmp_path, capsys, m
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--epochs", "3", "--max-len", "6", "--embed-dim", "4"]
     assert main(args + ["--out", str(out), "--no-progress"]) == 130
-    assert f"interrupted; the last complete checkpoint is in {out}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"interrupted; the last complete epoch is saved in {out} (continue with --resume)" in err
     model = load_model(out)  # epoch 1's weights, complete
     assert model.config.encoder == "din"
     assert not list(out.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert main(args + ["--out", str(out), "--resume", "--no-progress"]) == 0
+    history = json.loads((out / "metrics.json").read_text())["models"]["din"]["history"]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_ctrl_c_before_any_epoch_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    from monolith_layers.train import Trainer
+
+    def interrupted(self, train, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted)
+    data = _recbole_dir(tmp_path)
+    args = ["--data", str(data), "--no-progress"]
+    assert main(["train", *args, "--max-len", "6", "--out", str(tmp_path / "run")]) == 130
+    assert "interrupted; no epoch had finished, nothing was saved" in capsys.readouterr().err
+    assert main(["demo", *args, "--out", str(tmp_path / "demo")]) == 130
+    assert "interrupted; no epoch had finished, nothing was saved" in capsys.readouterr().err

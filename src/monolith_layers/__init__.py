@@ -6,7 +6,7 @@ Every public name is importable from here, e.g.
 
 from . import activations, initializers, plotting, regularizers
 from ._fused import fused, fused_enabled, set_fused
-from ._native import native, set_native
+from ._native import build_native, native, set_native
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
@@ -43,6 +43,7 @@ __all__ = [
     "fused",
     "fused_enabled",
     "set_fused",
+    "build_native",
     "native",
     "set_native",
     "AutoInt",

@@ -59,12 +59,25 @@ def check_choice(where: str, arg: str, value: object, choices: Sequence[object])
 def check_mask(where: str, mask: object, batch: int, steps: int) -> torch.Tensor:
     """A (B, T) padding mask; returns a bool tensor, True where a step is real.
 
-    Float masks follow Monolith: a position is kept where ``mask >= 1``.
+    Float masks follow Monolith: a position is kept where ``mask >= 1``. A NaN
+    in a float mask is an error: ``NaN >= 1`` is false, so it would silently
+    mean padding (the check costs a sync, so tracers skip it).
     """
     mask = check_shape(where, "mask", mask, (batch, steps))
     if mask.dtype == torch.bool:
         return mask
+    if mask.is_floating_point() and not _tracing() and bool(torch.isnan(mask).any()):
+        raise ValueError(
+            f"{where}: mask holds NaN at {int(torch.isnan(mask).sum())} positions; a float mask "
+            "must hold 1 (real step) or 0 (padding)"
+        )
     return mask >= 1
+
+
+def _tracing() -> bool:
+    from ._fused import is_tracing
+
+    return is_tracing()
 
 
 def check_integer(where: str, arg: str, tensor: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,12 @@
 without a Python round trip per tensor op; ``csrc/din.cpp`` runs DIN's tower
 and pooling, and ``csrc/interactions.cpp`` AutoInt's rounds and the whole of
 SeNet, a batch row (or a block of rows) at a time in cache. The sources in
-``csrc/`` are compiled once per machine
-with :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are
-needed; about a minute) into torch's extension cache, tuned for the CPU it
-runs on. Where it cannot be built, the same computations run as tensor ops:
-results are equal to float rounding either way.
+``csrc/`` are compiled once per environment (torch installation and CPU) with
+:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed;
+1.5 minutes on a quiet 2-core machine) into torch's extension cache, tuned for
+the CPU it runs on: on first use, or ahead of time with :func:`build_native`
+(``monolith-layers build``). Where it cannot be built, the same computations
+run as tensor ops: results are equal to float rounding either way.
 
 ``MONOLITH_LAYERS_NATIVE=0`` (or ``set_native(False)``, or ``with
 native(False): ...``) keeps to the tensor ops; the default ``1`` builds and
@@ -24,6 +25,8 @@ import hashlib
 import logging
 import os
 import platform
+import threading
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -48,6 +51,7 @@ _log = logging.getLogger(__name__)
 _SWITCH = ProcessSwitch("set_native", ENV_VAR)
 _module: ModuleType | None = None
 _failed = False
+_LOCK = threading.Lock()
 
 
 def set_native(enabled: bool) -> bool:
@@ -117,44 +121,92 @@ def _source_copies(folder: Path) -> list[Path]:
     return sorted(path for path in copies.iterdir() if path.suffix == ".cpp")
 
 
-def kernels() -> ModuleType | None:
-    """The compiled module, building it on the first call; None when off or unbuildable."""
+def switched_on() -> bool:
+    """The native kernels are switched on (``set_native`` / the environment variable)."""
+    return _SWITCH.enabled
+
+
+def _build_folder() -> tuple[str, Path]:
+    from torch.utils import cpp_extension
+
+    name = _build_name()
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return name, Path(root) / name
+
+
+def build_pending() -> bool:
+    """True when the next use of the kernels would compile them: switched on, not
+    loaded yet, not failed before, and not in the extension cache."""
+    if not _SWITCH.enabled or _failed or _module is not None:
+        return False
+    name, folder = _build_folder()
+    return not (folder / f"{name}.so").exists()
+
+
+def kernels(announce: bool = True) -> ModuleType | None:
+    """The compiled module, building it on the first call; None when off or unbuildable.
+
+    ``announce``: log a line before a build (callers that print their own, such
+    as the CLI's build step, pass False).
+    """
     global _module, _failed
     if not _SWITCH.enabled or _failed:
         return None
-    if _module is None:
-        from torch.utils import cpp_extension
-
-        name = _build_name()
-        root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
-        folder = Path(root) / name
-        if not (folder / f"{name}.so").exists():
-            _log.warning(
-                "monolith_layers: compiling the native kernels into %s (once per "
-                "machine, about a minute; %s=0 skips them)",
-                folder,
-                ENV_VAR,
-            )
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _module = cpp_extension.load(
-                name=name,
-                sources=[str(path) for path in _source_copies(folder)],
-                extra_cflags=FLAGS,
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(folder),
-                verbose=False,
-            )
-        except Exception as err:  # no compiler, no ninja, no headers: the tensor ops remain
-            _failed = True
-            warnings.warn(
-                f"monolith_layers: the native kernels could not be built ({err}); using "
-                f"plain tensor ops (same results, slower). Set {ENV_VAR}=0 to skip the attempt.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return None
+    with _LOCK:  # one build per process, whichever thread asks first
+        if _module is None and not _failed:
+            _module = _load(announce)
     return _module
+
+
+def _load(announce: bool) -> ModuleType | None:
+    global _failed
+    from torch.utils import cpp_extension
+
+    name, folder = _build_folder()
+    if announce and not (folder / f"{name}.so").exists():
+        _log.warning(
+            "monolith_layers: compiling the native kernels into %s (once per environment, "
+            "1-4 minutes; `monolith-layers build` does it ahead of time, %s=0 skips them)",
+            folder,
+            ENV_VAR,
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Other processes (torchrun's ranks) building the same folder wait on
+        # cpp_extension's lock file and then load the finished module.
+        return cpp_extension.load(
+            name=name,
+            sources=[str(path) for path in _source_copies(folder)],
+            extra_cflags=FLAGS,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(folder),
+            verbose=False,
+        )
+    except Exception as err:  # no compiler, no ninja, no headers: the tensor ops remain
+        _failed = True
+        warnings.warn(
+            f"monolith_layers: the native kernels could not be built ({err}); using "
+            f"plain tensor ops (same results, slower). Set {ENV_VAR}=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def build_native() -> tuple[ModuleType | None, float]:
+    """Build (or load from the cache) the kernels now, not inside a first forward call.
+
+    Returns ``(the module or None, seconds taken)``; no log line, callers say
+    what they are doing.
+    """
+    began = time.perf_counter()
+    module = kernels(announce=False)
+    return module, time.perf_counter() - began
+
+
+def build_location() -> Path:
+    """The folder the kernels are (or will be) built in."""
+    return _build_folder()[1]
 
 
 def usable(*tensors: torch.Tensor | None) -> ModuleType | None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -104,6 +106,37 @@ def _checked_splits(log, data_config):
     return splits
 
 
+def _build_native_step(say=print) -> None:
+    """Compile the native kernels now, on a line of their own, when this
+    environment has not built them yet: never inside a progress bar, and never
+    counted in a model's training time."""
+    import warnings
+
+    from . import _native
+
+    if not _native.build_pending():
+        return
+    say(
+        "building the native kernels (first use in this environment, needs a C++ compiler; "
+        f"`monolith-layers build` does it ahead of time, {_native.ENV_VAR}=0 skips them) ...",
+        flush=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module, seconds = _native.build_native()
+    if module is not None:
+        say(f"  done in {seconds:.0f} s", flush=True)
+    else:
+        why = str(caught[-1].message) if caught else "unknown reason"
+        say(f"  failed after {seconds:.0f} s; the models run as tensor ops instead ({why})")
+
+
+def _needs_native(names) -> bool:
+    from .models import ModelConfig
+
+    return any(ModelConfig.from_name(name).uses_native_kernels for name in names)
+
+
 def _print_table(dataset: str, runs) -> None:
     from .train.report import _table
 
@@ -134,18 +167,39 @@ def _train_one(
     began = time.perf_counter()
     fit = trainer.fit(train, valid, resume=resume)
     result = trainer.evaluate(test)
+    epochs = len(fit.history)
     say(
         f"  {model.config.name:<12} test AUC {result['auc']:.4f}  logloss {result['logloss']:.4f}  "
-        f"({len(fit.history)} epochs, {time.perf_counter() - began:.1f} s)",
+        f"({epochs} epoch{'' if epochs == 1 else 's'}, {time.perf_counter() - began:.1f} s)",
         flush=True,
     )
     return ModelRun(model.config.name, model, fit, result)
 
 
 # ----------------------------------------------------------------- commands
+def _demo_folder(out: Path, overwrite: bool) -> None:
+    from .train.outputs import OutputError, check_folder, clear_run, holds_run
+    from .train.report import REPORT_FILES
+
+    check_folder(out)
+    if holds_run(out, ("metrics.json", "models")):
+        if not overwrite:
+            raise OutputError(
+                f"--out {out}: holds an earlier demo's results; add --overwrite to replace them "
+                "or choose another --out"
+            )
+        clear_run(out, [*REPORT_FILES, *(f"models/{_model_folder(n)}" for n in DEMO_MODELS)])
+
+
+def _model_folder(name: str) -> str:
+    return name.replace("+", "_")
+
+
 def cmd_demo(args) -> int:
     from .train import TrainConfig
 
+    out = Path(args.out)
+    _demo_folder(out, args.overwrite)
     data_config = _data_config({**(QUICK_DATA if args.quick else DEMO_DATA), "seed": args.seed})
     train_values = {
         **(QUICK_TRAIN if args.quick else DEMO_TRAIN),
@@ -158,9 +212,10 @@ def cmd_demo(args) -> int:
     synthetic = QUICK_SYNTHETIC if args.quick else None
     log, synthetic_config = _load_log(args.data, data_config, synthetic, args.seed)
     splits = _checked_splits(log, data_config)
-    out = Path(args.out)
     print(log.summary())
     print(f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}")
+    if _needs_native(DEMO_MODELS):
+        _build_native_step()
     print(f"training {len(DEMO_MODELS)} models into {out}/ ...", flush=True)
     model_values = QUICK_MODEL if args.quick else {}
     extra = {"data": data_config.to_dict(), "dataset": args.data, "synthetic": synthetic_config}
@@ -172,7 +227,7 @@ def cmd_demo(args) -> int:
             data_config,
             model_values,
             train_config,
-            out / "models" / name.replace("+", "_"),
+            out / "models" / _model_folder(name),
             extra,
         )
         for name in DEMO_MODELS
@@ -207,11 +262,52 @@ def cmd_train(args) -> int:
             dist.destroy_process_group()
 
 
+def _restarted_by_torchrun() -> bool:
+    """torchrun --max-restarts restarted this process group after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def _train_folder(out: Path, resume: bool, overwrite: bool, rank: int, say) -> bool:
+    """Check --out before any work; returns whether to resume the run saved there.
+
+    After torchrun restarts a failed group, the run saved in --out (if any) is
+    resumed with no flag: the restarted processes get the same command line.
+    """
+    from .train.outputs import OutputError, check_folder, clear_run, holds_run
+    from .train.trainer import STATE_FILE
+
+    if resume and overwrite:
+        raise UsageError(
+            "--resume continues the run in --out and --overwrite replaces it: pick one"
+        )
+    check_folder(out)
+    saved = (out / STATE_FILE).is_file()
+    if _restarted_by_torchrun():
+        if saved:
+            say(f"restarted by torchrun: resuming the run saved in {out}", flush=True)
+        return saved
+    if resume:
+        if not saved:
+            raise OutputError(f"--out {out}: nothing to resume (no {STATE_FILE})")
+        return True
+    if holds_run(out):
+        if not overwrite:
+            raise OutputError(
+                f"--out {out}: holds an earlier run; add --resume to continue it, --overwrite to "
+                "replace it, or choose another --out"
+            )
+        if rank == 0:
+            clear_run(out)
+    return False
+
+
 def _train(args, rank: int, world: int) -> int:
     from .train import TrainConfig
     from .train.report import write_report
 
     say = print if rank == 0 else (lambda *a, **k: None)
+    out = Path(args.out)
+    resume = _train_folder(out, args.resume, args.overwrite, rank, say)
 
     file_values = _read_config_file(args.config)
     data_values = {**file_values.get("data", {})}
@@ -237,13 +333,14 @@ def _train(args, rank: int, world: int) -> int:
         spec, data_config, file_values.get("synthetic"), train_config.seed
     )
     # Every config and data error before any file is written.
-    _model_config(name, log, data_config, model_values)
+    model_config = _model_config(name, log, data_config, model_values)
     splits = _checked_splits(log, data_config)
-    out = Path(args.out)
     say(log.summary() + (f"; data parallel over {world} processes" if world > 1 else ""))
+    if model_config.uses_native_kernels:
+        _build_native_step(say)
     extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
     run = _train_one(
-        name, log, splits, data_config, model_values, train_config, out, extra, args.resume, say
+        name, log, splits, data_config, model_values, train_config, out, extra, resume, say
     )
     if rank == 0:
         settings = {
@@ -278,6 +375,8 @@ def cmd_evaluate(args) -> int:
             f"{config.num_categories}); evaluate on the data it was trained on"
         )
     splits = dict(zip(("train", "valid", "test"), build_datasets(log, data_config), strict=True))
+    if model.config.uses_native_kernels:
+        _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}))
     trainer = Trainer(model, TrainConfig(eval_batch_size=2048, progress=not args.no_progress))
     result = trainer.evaluate(splits[args.split])
     print(
@@ -295,16 +394,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from . import _native
+
+    if not _native.switched_on():
+        raise UsageError(f"{_native.ENV_VAR}=0 switches the native kernels off; nothing to build")
+    if not _native.build_pending() and _native.kernels(announce=False) is not None:
+        print(f"the native kernels are built: {_native.build_location()}")
+        return 0
+    _build_native_step()
+    return 0 if _native.kernels(announce=False) is not None else 1
+
+
 def cmd_export(args) -> int:
     from .export import SUFFIXES, export_model
-    from .train import load_model
+    from .models import ModelConfig
+    from .train import load_model, read_checkpoint_config
+    from .train.outputs import check_file
 
+    _, saved = read_checkpoint_config(args.checkpoint)
+    name = ModelConfig.from_dict(saved["model"]).name if args.out is None else ""
+    out = Path(args.out) if args.out else Path(f"{_model_folder(name)}{SUFFIXES[args.format]}")
+    check_file(out, args.overwrite)
     model = load_model(args.checkpoint)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(f"{model.config.name.replace('+', '_')}{SUFFIXES[args.format]}")
-    )
+    if model.config.uses_native_kernels:  # the artefact is checked against the eager model
+        _build_native_step()
     path = export_model(model, args.format, out, args.max_len)
     print(
         f"{path}: {args.format} of {model.config.name}, dynamic batch, T = "
@@ -319,16 +433,26 @@ def _add_data(parser: argparse.ArgumentParser, default: str | None = None) -> No
 
 
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (display only: the results are the same)",
+    )
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monolith-layers",
         description="Train and evaluate CTR models built on Monolith's layers (DIN, DIEN, DMR, iRazor, ...).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{demo,train,evaluate,export}"
+        dest="command", required=True, metavar="{demo,train,evaluate,export,build}"
     )
 
     demo = commands.add_parser(
@@ -352,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--epochs", type=int, help="epochs per model (default: 2)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_overwrite(demo, "replace an earlier demo's results in --out")
     _add_no_progress(demo)
     demo.set_defaults(run=cmd_demo)
 
@@ -378,7 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--embed-dim", type=int, help="embedding width E (default: 16)")
     train.add_argument("--max-len", type=int, help="history length cap T (default: 50)")
     train.add_argument("--seed", type=int, help="random seed (default: 0)")
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out (automatic after a torchrun restart)",
+    )
+    _add_overwrite(train, "replace an earlier run in --out")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_no_progress(train)
     train.set_defaults(run=cmd_train)
@@ -419,8 +549,38 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", metavar="FILE", help="output file (default: <model>.onnx / .pt2 / .pt)"
     )
+    _add_overwrite(export, "replace an existing --out file")
     export.set_defaults(run=cmd_export)
+
+    build = commands.add_parser(
+        "build",
+        help="compile the native kernels now (otherwise the first training run does)",
+        description="Compile the C++ kernels of DIEN's recurrences, DIN, AutoInt and SeNet into "
+        "torch's extension cache, once per environment (torch installation and CPU). Needs a C++ "
+        "compiler; 1.5 minutes on a quiet 2-core machine. Without them the layers run as tensor "
+        "ops (same results, slower); MONOLITH_LAYERS_NATIVE=0 keeps to those.",
+    )
+    build.set_defaults(run=cmd_build)
+    parser.epilog = _commands_epilog(commands)
     return parser
+
+
+def _commands_epilog(commands) -> str:
+    """Every command's usage line: `monolith-layers --help` shows every option."""
+    lines = ["every option of every command (details: monolith-layers COMMAND --help):", ""]
+    for sub in commands.choices.values():
+        usage = " ".join(sub.format_usage().split()).removeprefix("usage: ")
+        # One option per unit: never break inside "[--epochs EPOCHS]".
+        units = [u.replace(" ", "\0") for u in re.findall(r"\[[^\]]*\]|\S+", usage)]
+        text = textwrap.fill(
+            " ".join(units),
+            width=96,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_on_hyphens=False,
+        )
+        lines.append(text.replace("\0", " "))
+    return "\n".join(lines)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -429,8 +589,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .export import ExportError
     from .interop import CheckpointError
     from .train import CheckpointLoadError, DistributedError
+    from .train.outputs import OutputError
 
     return (
+        OutputError,
         DataError,
         ConfigError,
         CheckpointLoadError,
@@ -441,20 +603,50 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("monolith-layers")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "(not installed)"
+
+
 def _install_hint(err: ImportError) -> str:
-    """Which extra brings the missing package."""
+    """What brings the missing package: the extra, from a clone of the repository
+    (the package is not on PyPI), or the packages themselves."""
     missing = (err.name or "").split(".")[0]
     if missing in ("onnx", "onnxscript", "onnxruntime"):
-        return "pip install 'monolith-layers[export]'"
+        return 'in a clone: pip install -e ".[export]", or pip install onnx onnxscript onnxruntime'
     if missing in ("torchrec", "fbgemm_gpu"):
         return "see docs/scaling-out.md for the TorchRec install"
-    return "pip install 'monolith-layers[demo]'"
+    return (
+        'in a clone: pip install -e ".[demo]", or pip install matplotlib tqdm tensorboard '
+        "pandas scikit-learn safetensors"
+    )
+
+
+def _interrupted_note(args) -> str:
+    """What an interrupted command leaves, read from the disk, not assumed."""
+    from .train.trainer import STATE_FILE, WEIGHTS_FILE
+
+    out = getattr(args, "out", None)
+    if out is None or args.command not in ("train", "demo"):
+        return ""
+    out = Path(out)
+    if args.command == "train":
+        if (out / STATE_FILE).is_file():
+            return f"; the last complete epoch is saved in {out} (continue with --resume)"
+        return "; no epoch had finished, nothing was saved"
+    done = sorted(p.parent.name for p in (out / "models").glob(f"*/{WEIGHTS_FILE}"))
+    if not done:
+        return "; no epoch had finished, nothing was saved"
+    return f"; checkpoints so far are in {out / 'models'}/ ({', '.join(done)})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = getattr(args, "out", None)
     try:
         return args.run(args)
     except _user_errors() as err:
@@ -466,8 +658,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:
-        where = f"; the last complete checkpoint is in {out}" if out else ""
-        print(f"\nmonolith-layers {args.command}: interrupted{where}", file=sys.stderr)
+        note = _interrupted_note(args)
+        print(f"\nmonolith-layers {args.command}: interrupted{note}", file=sys.stderr)
         return 130
 
 

@@ -107,6 +107,38 @@ def _run_artefact(fmt: str, path: Path, inputs) -> np.ndarray:
     return torch.jit.load(str(path))(*inputs).detach().numpy()
 
 
+def _write_and_check(model: CTRModel, fmt: str, path: Path, max_len: int) -> None:
+    serving = ServingModule(model).eval()
+    inputs = example_inputs(model, 4, max_len)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            program = torch.onnx.export(
+                serving,
+                inputs,
+                dynamo=True,
+                input_names=list(INPUT_NAMES),
+                output_names=["probability"],
+                dynamic_shapes=_dynamic_batch(),
+            )
+            program.save(str(path))
+        elif fmt == "exported-program":
+            torch.export.save(
+                torch.export.export(serving, inputs, dynamic_shapes=_dynamic_batch()), str(path)
+            )
+        else:
+            torch.jit.trace(serving, inputs, check_trace=False).save(str(path))
+        check = example_inputs(model, 7, max_len, seed=1)
+        want = serving(*check).numpy()
+        got = _run_artefact(fmt, path, check)
+    if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
+        raise ExportError(
+            f"export_model: the {fmt} artefact disagrees with the eager model on a batch of 7 "
+            f"(max abs difference {np.abs(got - want).max() if got.shape == want.shape else 'shape'}); "
+            "nothing was written"
+        )
+
+
 def export_model(
     model: CTRModel, fmt: str, path: str | os.PathLike, max_len: int | None = None
 ) -> Path:
@@ -133,34 +165,12 @@ def export_model(
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    serving = ServingModule(model).eval()
-    inputs = example_inputs(model, 4, max_len)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if fmt == "onnx":
-            program = torch.onnx.export(
-                serving,
-                inputs,
-                dynamo=True,
-                input_names=list(INPUT_NAMES),
-                output_names=["probability"],
-                dynamic_shapes=_dynamic_batch(),
-            )
-            program.save(str(path))
-        elif fmt == "exported-program":
-            torch.export.save(
-                torch.export.export(serving, inputs, dynamic_shapes=_dynamic_batch()), str(path)
-            )
-        else:
-            torch.jit.trace(serving, inputs, check_trace=False).save(str(path))
-        check = example_inputs(model, 7, max_len, seed=1)
-        want = serving(*check).numpy()
-        got = _run_artefact(fmt, path, check)
-    if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
-        path.unlink(missing_ok=True)
-        raise ExportError(
-            f"export_model: the {fmt} artefact disagrees with the eager model on a batch of 7 "
-            f"(max abs difference {np.abs(got - want).max() if got.shape == want.shape else 'shape'}); "
-            "nothing was written"
-        )
+    # Written beside the target and renamed once checked: a failed export never
+    # replaces (or deletes) a file that was there before.
+    draft = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        _write_and_check(model, fmt, draft, max_len)
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
     return path

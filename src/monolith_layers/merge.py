@@ -29,6 +29,7 @@ def _merge_single(
             # Sizes spelled out: reshape(B, -1) is ambiguous when B = 0.
             flat = tensor.reshape(tensor.shape[0], tensor.shape[1] * tensor.shape[2])
             return _wrap(flat, keep_list)
+        _check_axis(axis, 3)
         return list(torch.unbind(tensor, dim=axis))
     if tensor.dim() == 2 and num_feature is not None and num_feature > 1:  # (B, F*E)
         if tensor.shape[1] % num_feature:
@@ -42,6 +43,7 @@ def _merge_single(
         stacked = tensor.reshape(tensor.shape[0], num_feature, width)
         if merge_type == "stack":
             return _wrap(stacked, keep_list)
+        _check_axis(axis, 3)
         return list(torch.unbind(stacked, dim=axis))
     if tensor.dim() == 2:
         return _wrap(tensor, keep_list)
@@ -99,7 +101,38 @@ def merge_tensor_list(
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise ValueError(f"{_WHERE}: 'stack' needs tensors of one shape, got {sorted(shapes)}")
+        _check_axis(axis, tensors[0].dim() + 1)  # stack adds a dimension
         return _wrap(torch.stack(tensors, dim=axis), keep_list)
     if merge_type == "concat":
+        _check_concat(tensors, axis)
         return _wrap(torch.cat(tensors, dim=axis), keep_list)
     return tensors
+
+
+def _check_axis(axis: int, rank: int) -> None:
+    """``axis`` names a dimension of a rank-``rank`` tensor (negative counts from the end)."""
+    if not -rank <= axis < rank:
+        raise ValueError(
+            f"{_WHERE}: axis must be in [{-rank}, {rank - 1}] for tensors of rank {rank}, "
+            f"got {axis}"
+        )
+
+
+def _check_concat(tensors: list[torch.Tensor], axis: int) -> None:
+    """Same rank, and the same size in every dimension but ``axis``."""
+    first = tuple(tensors[0].shape)
+    for i, t in enumerate(tensors[1:], 1):
+        if t.dim() != len(first):
+            raise ValueError(
+                f"{_WHERE}: 'concat' needs tensors of one rank; tensor_list[0] has shape "
+                f"{first}, tensor_list[{i}] has shape {tuple(t.shape)}"
+            )
+    _check_axis(axis, len(first))
+    along = axis % len(first)
+    for i, t in enumerate(tensors[1:], 1):
+        others = [d for k, d in enumerate(t.shape) if k != along]
+        if others != [d for k, d in enumerate(first) if k != along]:
+            raise ValueError(
+                f"{_WHERE}: 'concat' along axis {axis} needs equal sizes elsewhere; "
+                f"tensor_list[0] has shape {first}, tensor_list[{i}] has shape {tuple(t.shape)}"
+            )

@@ -289,10 +289,20 @@ def _amazon_files(directory: Path) -> tuple[Path, Path | None] | None:
 
 
 def load_dataset(spec: str | Path, click_threshold: float = 4.0) -> Interactions:
-    """``'ml-100k'``, or a file / folder in any of the formats above (detected)."""
+    """``'ml-100k'``, or a file / folder in any of the formats above (detected).
+
+    A log read from a path is named by that path, as given, so that every
+    later error about it (an empty split, a single label) names the file the
+    user passed.
+    """
     if str(spec) == "ml-100k":
         return load_recbole(ml100k_dir(), click_threshold, name="ml-100k")
-    path = Path(spec)
+    log = _load_path(Path(spec), str(spec), click_threshold)
+    log.name = str(spec)
+    return log
+
+
+def _load_path(path: Path, spec: str, click_threshold: float) -> Interactions:
     if not path.exists():
         raise DataError(
             f"{spec}: no such file or folder (use 'synthetic', 'ml-100k' or a path to RecBole, "

@@ -271,10 +271,17 @@ def build_datasets(
         else:
             items, labels = sorted_log.item[rows], sorted_log.label[rows]
         if len(rows) == 0:
-            raise DataError(f"{log.name}: the {part_name} split is empty ({config.split} split)")
+            hint = (
+                "only users with 3 or more events give valid and test samples"
+                if config.split == "leave_last_out"
+                else "the time split's fractions leave it no events"
+            )
+            raise DataError(
+                f"{log.name}: the {part_name} split is empty ({config.split} split: {hint})"
+            )
         datasets.append(
             CTRDataset(
-                f"{log.name}/{part_name}",
+                f"{log.name} ({part_name} split)",
                 sorted_log.user[rows],
                 items,
                 labels,

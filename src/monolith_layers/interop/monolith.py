@@ -43,6 +43,11 @@ def register_translator(class_name: str) -> Callable[[Translator], Translator]:
 
 
 def _last_dim(where: str, shape: Shape) -> int:
+    if not isinstance(shape, (list, tuple)):
+        raise TypeError(
+            f"{where}: input_shape must be a shape (a tuple such as (None, 8)), "
+            f"got {type(shape).__name__} {shape!r}"
+        )
     if not shape or shape[-1] is None:
         raise ValueError(f"{where}: input_shape must end in a known size, got {shape!r}")
     return int(shape[-1])
@@ -81,6 +86,11 @@ def from_monolith(class_name: str, config: Mapping[str, Any], input_shape: Any) 
     if class_name not in _TRANSLATORS:
         raise ValueError(
             f"from_monolith: unknown class {class_name!r}; known classes are {sorted(_TRANSLATORS)}"
+        )
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"from_monolith: config must be the dict the original layer's get_config() "
+            f"returned, got {type(config).__name__}"
         )
     config = dict(config)
     for key in _KERAS_BASE_KEYS:

@@ -94,6 +94,19 @@ class ModelConfig(JsonConfig):
         """``'din'``, ``'din+irazor'``: the encoder and the transform."""
         return self.encoder + (f"+{self.transform}" if self.transform else "")
 
+    @property
+    def uses_native_kernels(self) -> bool:
+        """Whether the model's layers have native (C++) fast paths to build:
+        DIEN's recurrences, SeNet, AutoInt, and DIN with a tower activation
+        its kernel knows."""
+        from .._native import ACTIVATIONS
+
+        return (
+            self.encoder == "dien"
+            or self.transform in ("senet", "autoint")
+            or (self.encoder == "din" and self.attention_activation in ACTIVATIONS)
+        )
+
     @classmethod
     def from_name(cls, name: str, **values: Any) -> ModelConfig:
         """``'dien'`` or ``'din+senet'`` -> a config with that encoder / transform."""

@@ -24,6 +24,8 @@ from ..plotting import plot_dimension_selection
 from .trainer import FitResult
 
 FIELD_NAMES = ["user", "item", "category", "interest (item)", "interest (category)"]
+PLOT_FILES = ("training_curves.png", "auc_by_model.png", "din_attention.png", "irazor_dims.png")
+REPORT_FILES = ("metrics.json", "report.md", *PLOT_FILES)
 
 
 @dataclass
@@ -62,43 +64,79 @@ def _figure(width: float, height: float):
 
 
 def plot_training_curves(runs: list[ModelRun], path: Path) -> None:
-    fig = _figure(10, 4)
+    fig = _figure(10.5, 4)
     loss_ax, auc_ax = fig.subplots(1, 2)
     for run in runs:
         epochs = [r.epoch for r in run.fit.history]
         loss_ax.plot(epochs, [r.train_loss for r in run.fit.history], marker="o", label=run.name)
-        auc_ax.plot(epochs, [r.valid_auc for r in run.fit.history], marker="o", label=run.name)
+        auc_ax.plot(epochs, [r.valid_auc for r in run.fit.history], marker="o")
     loss_ax.set(title="training loss (BCE)", xlabel="epoch", ylabel="logloss")
     auc_ax.set(title="validation AUC", xlabel="epoch", ylabel="AUC")
     for ax in (loss_ax, auc_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    auc_ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    # One legend for both panels, beside them, where it can hide no point.
+    fig.legend(loc="center right", fontsize=8, title="model", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path)
 
 
+def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.96) -> float:
+    """Half-width of the normal-approximation confidence interval of an AUC from
+    the Hanley-McNeil (1982) standard error (z = 1.96: 95 %)."""
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc**2 / (1 + auc)
+    variance = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / max(1, positives * negatives)
+    return z * float(np.sqrt(max(variance, 0.0)))
+
+
 def plot_auc_by_model(runs: list[ModelRun], path: Path, dataset: str) -> None:
-    fig = _figure(1.6 + 1.3 * len(runs), 4)
+    fig = _figure(max(6.0, 1.6 + 1.3 * len(runs)), 4.4)
     ax = fig.subplots()
     names = [r.name for r in runs]
     aucs = np.array([r.test["auc"] for r in runs])
+    samples = runs[0].test["samples"]
+    positives = runs[0].test.get("positives")
+    halves = np.array(
+        [
+            auc_interval(
+                r.test["auc"], r.test["positives"], r.test["samples"] - r.test["positives"]
+            )
+            if "positives" in r.test
+            else 0.0
+            for r in runs
+        ]
+    )
     colors = ["#999999" if r.name == "mean" else "#3b75af" for r in runs]
-    bars = ax.bar(names, aucs, color=colors)
-    for bar, run in zip(bars, runs, strict=True):
+    bars = ax.bar(names, aucs, color=colors, yerr=halves, capsize=6, ecolor="black")
+    for bar, run, half in zip(bars, runs, halves, strict=True):
         ax.annotate(
             f"{run.test['auc']:.4f}\nlogloss {run.test['logloss']:.3f}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            (bar.get_x() + bar.get_width() / 2, bar.get_height() + half),
+            xytext=(0, 3),
+            textcoords="offset points",
             ha="center",
             va="bottom",
             fontsize=8,
         )
-    low = max(0.0, aucs.min() - 0.05)
-    ax.set_ylim(low, min(1.0, aucs.max() + 0.03))
-    ax.set(title=f"test AUC by model ({dataset})", ylabel="AUC")
+    low = max(0.0, float((aucs - halves).min()) - 0.03)
+    ax.set_ylim(low, min(1.0, float((aucs + halves).max()) + 0.04))
+    size = f"{samples:,} test samples" + (f", {positives:,} clicks" if positives else "")
+    interval = "bars: 95 % interval, Hanley-McNeil standard error" if halves.any() else ""
+    ax.set_title(
+        f"test AUC by model: {_short(dataset)}\n{size}; {interval}".rstrip("; "), fontsize=10
+    )
+    ax.set_ylabel("AUC")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _short(text: str, limit: int = 48) -> str:
+    """A dataset name (often a path) short enough for a title."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3) :]
 
 
 @torch.no_grad()
@@ -119,11 +157,13 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
     mask = batch["mask"].numpy()
     weights = np.where(mask, weights.numpy(), np.nan)
     shown = max(1, int(mask.sum(1).max()))
-    fig = _figure(2 + 0.28 * shown, 1.2 + 0.45 * len(rows))
+    fig = _figure(max(6.5, 3.5 + 0.28 * shown), 1.9 + 0.45 * len(rows))
     ax = fig.subplots()
     # DIN's weights are not normalised and may be negative: a diverging scale around 0.
-    limit = float(np.nanmax(np.abs(weights[:, :shown]))) or 1.0
-    image = ax.imshow(weights[:, :shown], aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
+    limit = float(np.nanmax(np.abs(weights[:, :shown]))) if np.isfinite(weights).any() else 1.0
+    image = ax.imshow(
+        weights[:, :shown], aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit or 1.0
+    )
     match = (batch["history_category"].numpy() == batch["category"].numpy()[:, None]) & mask
     ys, xs = np.nonzero(match[:, :shown])
     ax.scatter(
@@ -143,13 +183,18 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
         ],
         fontsize=8,
     )
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(
         xlabel="history position (oldest first; blank = padding)",
-        title=f"{run.name}: DIN attention weights",
+        title=f"{run.name}: DIN attention weights over test histories",
     )
-    ax.legend(loc="upper right", fontsize=7, bbox_to_anchor=(1.0, 1.18))
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    fig.tight_layout()
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colorbar.set_label(
+        "attention weight: unnormalised (DIN has no softmax), can be negative", fontsize=8
+    )
+    # Below the axes, outside the heatmap: the legend covers no cell.
+    fig.legend(loc="lower center", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
 
 

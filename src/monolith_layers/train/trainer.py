@@ -9,8 +9,12 @@
   so an interrupted run always leaves the last complete one):
   ``model.safetensors`` (best weights) + ``config.json`` (the model, data and
   training configs) load with one call, :func:`load_model`;
-  ``last.safetensors`` + ``trainer_state.pt`` (optimiser, epoch, history,
-  random state) let ``fit(resume=True)`` continue where a run stopped.
+  ``trainer_state.pt`` (the last epoch's weights, optimiser, history, random
+  state: one file, so a process killed at any instant leaves a consistent
+  resume point) lets ``fit(resume=True)`` continue where a run stopped;
+* results depend on the seed and the data only: the progress bar is drawn
+  beside the data loader and never iterates it, and evaluation returns the
+  scores in the dataset's order whatever the world size.
 
 Data parallel: when ``torch.distributed`` is initialised (``torchrun``, see
 :func:`init_distributed`), the model is wrapped in
@@ -42,7 +46,9 @@ from ..models import CTRModel, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw")
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-LAST_FILE, STATE_FILE = "last.safetensors", "trainer_state.pt"
+STATE_FILE = "trainer_state.pt"
+# The epoch a model.safetensors holds, in its metadata: resume checks it against the state.
+EPOCH_KEY = "epoch"
 
 
 class CheckpointLoadError(ValueError):
@@ -152,12 +158,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar that only displays: callers ``update()`` it beside their loop.
 
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+    It is never handed the data loader: ``tqdm.auto`` (the asyncio class)
+    calls ``iter()`` on an iterable as it is built, and every ``iter()`` of a
+    shuffling DataLoader draws from its generator, so wrapping the loader
+    would make the shuffle order depend on whether bars are on. A disabled
+    bar is a real tqdm object whose methods do nothing, so every rank runs
+    the same code whether or not it draws.
+    """
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not enabled)
 
 
 def _metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -174,7 +187,16 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file and rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     write(str(tmp))
+    # Some writers (safetensors) create their file 0600; give it the mode any
+    # new file of this process gets, as for the JSON and PNG files beside it.
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_model(
@@ -182,18 +204,22 @@ def save_model(
     directory: str | Path,
     extra: dict[str, Any] | None = None,
     file: str = WEIGHTS_FILE,
+    epoch: int | None = None,
 ) -> Path:
-    """``directory/model.safetensors`` + ``directory/config.json``; returns the weights path."""
+    """``directory/model.safetensors`` + ``directory/config.json``; returns the weights path.
+
+    ``epoch`` (the epoch the weights come from) is recorded in the file's metadata.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     config = {"model": model.config.to_dict(), **(extra or {})}
-    _atomic(
-        directory / file,
-        lambda tmp: save_file(weights, tmp, metadata={"format": "monolith-layers"}),
-    )
+    metadata = {"format": "monolith-layers"}
+    if epoch is not None:
+        metadata[EPOCH_KEY] = str(epoch)
+    _atomic(directory / file, lambda tmp: save_file(weights, tmp, metadata=metadata))
     _atomic(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     return directory / file
 
@@ -282,7 +308,8 @@ class Trainer:
         self.network = model
         if self.world_size > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(model)
-        # Only rank 0 writes: the others train and evaluate alongside it.
+        # Only rank 0 writes and draws: the others train and evaluate alongside it.
+        self._draws = self.config.progress and self.rank == 0
         self.out_dir = None if out_dir is None or self.rank != 0 else Path(out_dir)
         self._resume_dir = None if out_dir is None else Path(out_dir)
         self.extra_config = {"train": self.config.to_dict(), **(extra_config or {})}
@@ -296,11 +323,12 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, dataset) -> tuple[np.ndarray, np.ndarray]:
-        """``(labels, click probabilities)`` over a dataset.
+        """``(labels, click probabilities)`` over a dataset, in the dataset's order.
 
         Distributed, rank r scores samples r, r + world, ... (each sample on
         exactly one rank, whatever the world size) and every rank gets all
-        of them back, ordered by rank.
+        of them back, put back in the dataset's order, so the metrics'
+        sums run in the same order as in one process.
         """
         if self.world_size > 1:
             import torch.distributed as dist
@@ -309,7 +337,12 @@ class Trainer:
             local = self._predict_local(share)
             gathered = [None] * self.world_size
             dist.all_gather_object(gathered, local)
-            return tuple(np.concatenate([g[i] for g in gathered]) for i in (0, 1))
+            labels = np.empty(len(dataset), dtype=local[0].dtype)
+            scores = np.empty(len(dataset), dtype=local[1].dtype)
+            for rank, (rank_labels, rank_scores) in enumerate(gathered):
+                labels[rank :: self.world_size] = rank_labels
+                scores[rank :: self.world_size] = rank_scores
+            return labels, scores
         return self._predict_local(dataset)
 
     def _predict_local(self, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -317,17 +350,20 @@ class Trainer:
         self.model.eval()
         labels, scores = [], []
         loader = dataset.loader(self.config.eval_batch_size, shuffle=False)
-        for batch in _progress(loader, self.config.progress and self.rank == 0, desc="eval"):
-            scores.append(torch.sigmoid(self.model(batch)).numpy())
-            labels.append(batch["label"].numpy())
+        with progress_bar(len(loader), "eval", self._draws) as bar:
+            for batch in loader:
+                scores.append(torch.sigmoid(self.model(batch)).numpy())
+                labels.append(batch["label"].numpy())
+                bar.update()
         self.model.train(was_training)
         return np.concatenate(labels), np.concatenate(scores)
 
     def evaluate(self, dataset) -> dict[str, float]:
-        """``{'auc', 'logloss', 'samples'}`` on a dataset."""
+        """``{'auc', 'logloss', 'samples', 'positives'}`` on a dataset."""
         dataset.check_evaluable()
         labels, scores = self.predict(dataset)
-        return {**_metrics(labels, scores), "samples": int(len(labels))}
+        counts = {"samples": int(len(labels)), "positives": int(labels.sum())}
+        return {**_metrics(labels, scores), **counts}
 
     # -------------------------------------------------------------- training
     def _train_epoch(self, train, epoch: int) -> float:
@@ -345,18 +381,19 @@ class Trainer:
         seed = self.config.seed * 1000 + epoch
         loader = train.loader(self.config.batch_size, shuffle=True, seed=seed, sampler=sampler)
         total, count = 0.0, 0
-        bar = _progress(loader, self.config.progress and self.rank == 0, desc=f"epoch {epoch}")
-        for batch in bar:
-            logits = self.network(batch)
-            loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
-            objective = loss + total_layer_loss(self.model)
-            self.optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            self.optimizer.step()
-            total += loss.item() * len(logits)
-            count += len(logits)
-            if self.config.progress and count % (self.config.batch_size * 20) == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+        with progress_bar(len(loader), f"epoch {epoch}", self._draws) as bar:
+            for step, batch in enumerate(loader, 1):
+                logits = self.network(batch)
+                loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+                objective = loss + total_layer_loss(self.model)
+                self.optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                self.optimizer.step()
+                total += loss.item() * len(logits)
+                count += len(logits)
+                bar.update()
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         return total / max(count, 1)
 
     def fit(
@@ -390,15 +427,18 @@ class Trainer:
             record = EpochRecord(epoch, train_loss, metrics["auc"], metrics["logloss"], seconds)
             result.history.append(record)
             result.train_seconds += seconds
-            if metrics["auc"] > result.best_auc:
+            improved = metrics["auc"] > result.best_auc
+            if improved:
                 result.best_auc, result.best_epoch, bad_epochs = metrics["auc"], epoch, 0
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if self.out_dir is not None:
-                    save_model(self.model, self.out_dir, self.extra_config)
             else:
                 bad_epochs += 1
             if self.out_dir is not None:
+                # The state first: it is the commit point. A process killed before
+                # the best weights are written is repaired from it on resume.
                 self._save_state(result)
+                if improved:
+                    save_model(self.model, self.out_dir, self.extra_config, epoch=epoch)
             if on_epoch is not None:
                 on_epoch(record)
         if best_state is not None:
@@ -410,11 +450,8 @@ class Trainer:
         return result
 
     def _save_state(self, result: FitResult) -> None:
-        from safetensors.torch import save_file
-
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        _atomic(self.out_dir / LAST_FILE, lambda tmp: save_file(weights, tmp))
         state = {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "history": [asdict(r) for r in result.history],
             "best_epoch": result.best_epoch,
@@ -424,18 +461,25 @@ class Trainer:
             "numpy_rng": np.random.get_state(),
             "model_config": self.model.config.to_dict(),
         }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         _atomic(self.out_dir / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
     def _resume(self) -> tuple[FitResult, int]:
-        from safetensors.torch import load_file
-
         folder = self._resume_dir
         if folder is None or not (folder / STATE_FILE).exists():
             raise CheckpointLoadError(f"{folder}: nothing to resume (no {STATE_FILE})")
-        state = torch.load(folder / STATE_FILE, weights_only=False)
+        try:
+            state = torch.load(folder / STATE_FILE, weights_only=False)
+        except Exception as err:  # pickle, zip and I/O errors alike: the file is unusable
+            raise CheckpointLoadError(f"{folder / STATE_FILE}: not readable ({err})") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise CheckpointLoadError(
+                f"{folder / STATE_FILE}: written by an older version (no weights inside); "
+                "start the run again"
+            )
         if state["model_config"] != self.model.config.to_dict():
             raise CheckpointLoadError(f"{folder}: the saved run has another model config")
-        _load_state(self.model, load_file(str(folder / LAST_FILE)), folder / LAST_FILE)
+        _load_state(self.model, state["model"], folder / STATE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
@@ -445,4 +489,27 @@ class Trainer:
             best_auc=state["best_auc"],
             train_seconds=state["train_seconds"],
         )
-        return result, (result.history[-1].epoch + 1 if result.history else 1)
+        last_epoch = result.history[-1].epoch if result.history else 0
+        if result.best_epoch and result.best_epoch == last_epoch:
+            self._repair_best_weights(folder, last_epoch)
+        return result, last_epoch + 1
+
+    def _repair_best_weights(self, folder: Path, epoch: int) -> None:
+        """Rewrite model.safetensors when the process died between committing the
+        state of its best epoch and writing that epoch's weights (the weights in
+        the model now are that epoch's)."""
+        if _saved_epoch(folder / WEIGHTS_FILE) == epoch or self.out_dir is None:
+            return
+        save_model(self.model, self.out_dir, self.extra_config, epoch=epoch)
+
+
+def _saved_epoch(weights: Path) -> int | None:
+    """The epoch recorded in a model.safetensors, None when absent or unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            value = (f.metadata() or {}).get(EPOCH_KEY)
+    except (SafetensorError, OSError):
+        return None
+    return int(value) if value is not None and value.isdigit() else None
