@@ -138,7 +138,13 @@ def init_distributed() -> tuple[int, int]:
         )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     try:
-        dist.init_process_group(backend)
+        store, rank, world = next(dist.rendezvous("env://"))
+        # After `torchrun --max-restarts` restarts a failed group, its store still
+        # holds the dead attempt's process-group keys (the peers' old addresses),
+        # and the new group would try to connect to them: one namespace per attempt.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"monolith_layers/attempt_{attempt}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     except (RuntimeError, ValueError) as err:
         raise DistributedError(f"cannot start the {backend} process group: {err}") from None
     return dist.get_rank(), dist.get_world_size()
