@@ -436,3 +436,69 @@ def test_numpy_feature_weight_and_tensor_feature_weight_agree():
     a = iRazor([0, 2], feature_weight=np.array([1.0, 2.0]), num_feature=2)
     b = iRazor([0, 2], feature_weight=torch.tensor([1.0, 2.0]), num_feature=2)
     torch.testing.assert_close(a.feature_weight, b.feature_weight)
+
+
+# ------------------------------------------------- bad inputs reaching users raw
+@pytest.mark.parametrize(
+    "tensors, kwargs, message",
+    [
+        (
+            [torch.zeros(2, 3), torch.zeros(2, 4, 3)],
+            {},
+            "'concat' needs tensors of one rank; tensor_list[0] has shape (2, 3), "
+            "tensor_list[1] has shape (2, 4, 3)",
+        ),
+        (
+            [torch.zeros(2, 3), torch.zeros(3, 3)],
+            {},
+            "'concat' along axis 1 needs equal sizes elsewhere",
+        ),
+        (
+            [torch.zeros(2, 3), torch.zeros(2, 3)],
+            {"axis": 5},
+            "axis must be in [-2, 1] for tensors of rank 2, got 5",
+        ),
+        (
+            [torch.zeros(2, 3), torch.zeros(2, 3)],
+            {"merge_type": "stack", "axis": -4},
+            "axis must be in [-3, 2] for tensors of rank 3, got -4",
+        ),
+        ([torch.zeros(2, 3, 4)], {"merge_type": None, "axis": 3}, "axis must be in [-3, 2]"),
+    ],
+)
+def test_merge_tensor_list_names_bad_shapes_and_axes(tensors, kwargs, message):
+    with pytest.raises(ValueError) as caught:
+        merge_tensor_list(tensors, **kwargs)
+    assert str(caught.value).startswith("merge_tensor_list: ")
+    assert message in str(caught.value)
+
+
+def test_merge_tensor_list_still_takes_every_valid_axis():
+    pair = [torch.randn(2, 3), torch.randn(2, 3)]
+    for axis in (-2, -1, 0, 1):
+        assert torch.equal(merge_tensor_list(pair, axis=axis), torch.cat(pair, dim=axis))
+    for axis in (-3, 2):
+        stacked = merge_tensor_list(pair, merge_type="stack", axis=axis)
+        assert torch.equal(stacked, torch.stack(pair, dim=axis))
+
+
+def test_from_monolith_names_a_missing_config_and_a_bad_input_shape():
+    from monolith_layers import from_monolith
+
+    with pytest.raises(TypeError, match=r"from_monolith: config must be the dict .* got NoneType"):
+        from_monolith("DIN", None, input_shape=[(None, 8), (None, 5, 8)])
+    config = MLP([4, 1], input_dim=3).get_config()
+    with pytest.raises(TypeError, match=r"input_shape must be a shape .* got int 5"):
+        from_monolith("MLP", config, input_shape=5)
+
+
+@pytest.mark.parametrize("name", ["din", "dien_agru", "dmr"])
+def test_a_float_mask_holding_nan_is_a_named_error(name):
+    layer, query = _sequence_cases()[name]
+    keys = torch.randn(B, T, E)
+    mask = MASK.float()
+    mask[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"mask holds NaN at 1 positions"):
+        layer(query, keys, mask)
+    # The same float mask without the NaN means what the bool mask means.
+    assert torch.equal(layer(query, keys, MASK.float()), layer(query, keys, MASK))
