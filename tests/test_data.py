@@ -189,7 +189,7 @@ def test_bad_paths_and_configs():
     log = from_columns(
         "all-clicks", np.arange(9) // 3, np.arange(9) % 4, np.arange(9), np.ones(9, int)
     )
-    with pytest.raises(DataError, match="all-clicks/test: every label is 1"):
+    with pytest.raises(DataError, match=r"all-clicks \(test split\): every label is 1"):
         build_datasets(log)[2].check_evaluable()
 
 

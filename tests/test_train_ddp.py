@@ -72,16 +72,14 @@ def test_two_process_training_agrees_with_itself_and_with_one_process(tmp_path):
     assert single == ranks[0]["metrics"]
 
 
-def test_cli_under_torchrun(tmp_path):
-    from test_cli import _recbole_dir
-
-    data = _recbole_dir(tmp_path, users=61)
-    out = tmp_path / "run"
-    command = [
+def _torchrun_train(data, out, train_args, launcher=()) -> list[str]:
+    """``torchrun --nproc_per_node=2 ... -m monolith_layers train`` of a small DIN."""
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
+        *launcher,
         "--master_port",
         str(free_port()),
         "-m",
@@ -91,16 +89,22 @@ def test_cli_under_torchrun(tmp_path):
         str(data),
         "--model",
         "din",
-        "--epochs",
-        "2",
         "--max-len",
         "6",
         "--embed-dim",
         "4",
         "--out",
         str(out),
-        "--no-progress",
+        *train_args,
     ]
+
+
+def test_cli_under_torchrun(tmp_path):
+    from test_cli import _recbole_dir
+
+    data = _recbole_dir(tmp_path, users=61)
+    out = tmp_path / "run"
+    command = _torchrun_train(data, out, ["--epochs", "2", "--no-progress"])
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -156,32 +160,10 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes(tmp_path):
 
     data = _recbole_dir(tmp_path, users=800)
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--max-restarts=1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "monolith_layers",
-        "train",
-        "--data",
-        str(data),
-        "--model",
-        "din",
-        "--epochs",
-        "3",
-        "--max-len",
-        "6",
-        "--embed-dim",
-        "4",
-        "--batch-size",
-        "16",
-        "--out",
-        str(out),
-    ]  # progress bars on, as users run it
+    # Progress bars on, as users run it.
+    command = _torchrun_train(
+        data, out, ["--epochs", "3", "--batch-size", "16"], launcher=["--max-restarts=1"]
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # Files, not pipes: nobody reads a pipe while the test waits, and a full one
     # would stall the rank drawing its progress bar.

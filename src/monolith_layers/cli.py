@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one model; writes a checkpoint and a report",
         description="Train one CTR model. Settings come from --config (JSON with 'model', 'data', "
         "'train', 'synthetic' and 'dataset' sections) and then the flags. Writes model.safetensors "
-        "+ config.json (the best epoch), last.safetensors + trainer_state.pt (for --resume) and the "
+        "+ config.json (the best epoch), trainer_state.pt (for --resume) and the "
         "report into --out.",
     )
     train.add_argument("--config", metavar="FILE", help="JSON config file")
