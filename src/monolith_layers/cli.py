@@ -650,17 +650,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except _user_errors() as err:
-        print(f"monolith-layers {args.command}: error: {err}", file=sys.stderr)
+        _complain(f"monolith-layers {args.command}: error: {err}")
         return 2
     except ImportError as err:
-        print(
-            f"monolith-layers {args.command}: error: {err} ({_install_hint(err)})", file=sys.stderr
-        )
+        _complain(f"monolith-layers {args.command}: error: {err} ({_install_hint(err)})")
         return 2
     except KeyboardInterrupt:
-        note = _interrupted_note(args)
-        print(f"\nmonolith-layers {args.command}: interrupted{note}", file=sys.stderr)
+        _complain(f"\nmonolith-layers {args.command}: interrupted{_interrupted_note(args)}")
         return 130
+
+
+def _complain(message: str) -> None:
+    """One line on stderr, said once: under torchrun every rank meets the same
+    bad input (or Ctrl-C), and rank 0 speaks for them."""
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        print(message, file=sys.stderr)
 
 
 def entry() -> NoReturn:

@@ -167,14 +167,14 @@ def seed_everything(seed: int) -> None:
 def progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar that only displays: callers ``update()`` it beside their loop.
 
-    It is never handed the data loader: ``tqdm.auto`` (the asyncio class)
-    calls ``iter()`` on an iterable as it is built, and every ``iter()`` of a
-    shuffling DataLoader draws from its generator, so wrapping the loader
-    would make the shuffle order depend on whether bars are on. A disabled
-    bar is a real tqdm object whose methods do nothing, so every rank runs
-    the same code whether or not it draws.
+    It is never handed the data loader: ``tqdm.auto``'s class calls ``iter()``
+    on an iterable as it is built, and every ``iter()`` of a shuffling
+    DataLoader draws from its generator, so a wrapped loader's shuffle order
+    would depend on whether bars are on. A disabled bar is a real tqdm object
+    whose methods do nothing, so every rank runs the same code whether or not
+    it draws.
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=not enabled)
 
@@ -195,14 +195,19 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     write(str(tmp))
     # Some writers (safetensors) create their file 0600; give it the mode any
     # new file of this process gets, as for the JSON and PNG files beside it.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    # The only way to read the umask is to set it; done once, at import, before
+    # any thread of ours could create a file in between.
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def save_model(
