@@ -297,15 +297,18 @@ def test_native_build_is_its_own_step_before_training(tmp_path, capsys, monkeypa
     assert any("dien" in line and "test AUC" in line for line in out[building + 2 :])
 
 
-def test_build_command():
+def test_build_kernels_command():
     done = subprocess.run(
-        [sys.executable, "-m", "monolith_layers", "build"], capture_output=True, text=True
+        [sys.executable, "-m", "monolith_layers", "build-kernels"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert "the native kernels are built:" in done.stdout or "done in" in done.stdout
     env = dict(os.environ, MONOLITH_LAYERS_NATIVE="0")
     done = subprocess.run(
-        [sys.executable, "-m", "monolith_layers", "build"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "monolith_layers", "build-kernels"],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 2 and "switches the native kernels off" in done.stderr
 

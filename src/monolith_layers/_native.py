@@ -9,7 +9,7 @@ SeNet, a batch row (or a block of rows) at a time in cache. The sources in
 :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed;
 80-100 s on a quiet 2-core machine) into torch's extension cache, tuned for
 the CPU it runs on: on first use, or ahead of time with :func:`build_native`
-(``monolith-layers build``). Where it cannot be built, the same computations
+(``monolith-layers build-kernels``). Where it cannot be built, the same computations
 run as tensor ops: results are equal to float rounding either way.
 
 ``MONOLITH_LAYERS_NATIVE=0`` (or ``set_native(False)``, or ``with
@@ -166,7 +166,7 @@ def _load(announce: bool) -> ModuleType | None:
     if announce and not (folder / f"{name}.so").exists():
         _log.warning(
             "monolith_layers: compiling the native kernels into %s (once per environment, "
-            "1-4 minutes; `monolith-layers build` does it ahead of time, %s=0 skips them)",
+            "1-4 minutes; `monolith-layers build-kernels` does it ahead of time, %s=0 skips them)",
             folder,
             ENV_VAR,
         )

@@ -118,7 +118,7 @@ def _build_native_step(say=print) -> None:
         return
     say(
         "building the native kernels (first use in this environment, needs a C++ compiler; "
-        f"`monolith-layers build` does it ahead of time, {_native.ENV_VAR}=0 skips them) ...",
+        f"`monolith-layers build-kernels` does it ahead of time, {_native.ENV_VAR}=0 skips them) ...",
         flush=True,
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -394,7 +394,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_build(args) -> int:
+def cmd_build_kernels(args) -> int:
     from . import _native
 
     if not _native.switched_on():
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{demo,train,evaluate,export,build}"
+        dest="command", required=True, metavar="{demo,train,evaluate,export,build-kernels}"
     )
 
     demo = commands.add_parser(
@@ -553,14 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     build = commands.add_parser(
-        "build",
+        "build-kernels",
         help="compile the native kernels now (otherwise the first training run does)",
         description="Compile the C++ kernels of DIEN's recurrences, DIN, AutoInt and SeNet into "
         "torch's extension cache, once per environment (torch installation and CPU). Needs a C++ "
         "compiler; 80-100 s on a quiet 2-core machine. Without them the layers run as tensor "
         "ops (same results, slower); MONOLITH_LAYERS_NATIVE=0 keeps to those.",
     )
-    build.set_defaults(run=cmd_build)
+    build.set_defaults(run=cmd_build_kernels)
     parser.epilog = _commands_epilog(commands)
     return parser
 
