@@ -37,7 +37,7 @@ def _recbole_dir(tmp_path, users=120, events=12, seed=0):
 
 def test_demo_quick_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # progress bars on, as users run it
     printed = capsys.readouterr().out
     assert "| model | test AUC |" in printed and "din+irazor" in printed
     metrics = json.loads((out / "metrics.json").read_text())
@@ -50,6 +50,13 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
         assert f"]({plot})" in (out / "report.md").read_text()
     assert (out / "models" / "dien" / "model.safetensors").exists()
+    # The same demo without bars: the same five models, to the last bit of their AUCs.
+    plain = tmp_path / "plain"
+    assert main(["demo", "--quick", "--out", str(plain), "--no-progress"]) == 0
+    again = json.loads((plain / "metrics.json").read_text())
+    for name, values in metrics["models"].items():
+        assert again["models"][name]["test_auc"] == values["test_auc"], name
+        assert again["models"][name]["test_logloss"] == values["test_logloss"], name
 
 
 def test_train_evaluate_and_resume(tmp_path, capsys):
