@@ -155,3 +155,24 @@ def test_early_stopping(small):
     result = trainer.fit(train, valid)
     assert result.stopped_early and len(result.history) < 30
     assert result.history[result.best_epoch - 1].valid_auc == result.best_auc
+
+
+def test_auc_interval_matches_a_bootstrap():
+    """The Hanley-McNeil 95 % half-width is what resampling the test set shows."""
+    from sklearn.metrics import roc_auc_score
+
+    from monolith_layers.train.report import auc_interval
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 3000)
+    scores = labels * 0.8 + rng.normal(size=3000)  # an AUC near 0.7
+    auc = roc_auc_score(labels, scores)
+    half = auc_interval(auc, int(labels.sum()), int((1 - labels).sum()))
+    rows = rng.integers(0, 3000, size=(400, 3000))
+    resampled = [roc_auc_score(labels[r], scores[r]) for r in rows]
+    bootstrap_half = 1.96 * np.std(resampled)
+    assert 0.6 < auc < 0.8
+    assert half == pytest.approx(bootstrap_half, rel=0.15)
+    # A perfect ranking has no spread; the interval shrinks as 1 / sqrt(n).
+    assert auc_interval(1.0, 100, 100) == 0.0
+    assert auc_interval(0.7, 400, 400) == pytest.approx(auc_interval(0.7, 100, 100) / 2, rel=0.02)

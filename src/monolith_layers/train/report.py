@@ -38,9 +38,19 @@ class ModelRun:
     test: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def auc_interval(self) -> float | None:
+        """Half-width of the test AUC's 95 % interval (Hanley-McNeil); None
+        when the test counts are unknown."""
+        if "positives" not in self.test:
+            return None
+        positives = self.test["positives"]
+        return auc_interval(self.test["auc"], positives, self.test["samples"] - positives)
+
     def metrics(self) -> dict[str, Any]:
         return {
             "test_auc": self.test["auc"],
+            "test_auc_95": self.auc_interval(),
+            "test_samples": self.test.get("samples"),
             "test_logloss": self.test["logloss"],
             "train_seconds": round(self.fit.train_seconds, 2),
             "seconds_per_epoch": round(self.fit.train_seconds / max(1, len(self.fit.history)), 2),
@@ -99,16 +109,7 @@ def plot_auc_by_model(runs: list[ModelRun], path: Path, dataset: str) -> None:
     aucs = np.array([r.test["auc"] for r in runs])
     samples = runs[0].test["samples"]
     positives = runs[0].test.get("positives")
-    halves = np.array(
-        [
-            auc_interval(
-                r.test["auc"], r.test["positives"], r.test["samples"] - r.test["positives"]
-            )
-            if "positives" in r.test
-            else 0.0
-            for r in runs
-        ]
-    )
+    halves = np.array([r.auc_interval() or 0.0 for r in runs])
     colors = ["#999999" if r.name == "mean" else "#3b75af" for r in runs]
     bars = ax.bar(names, aucs, color=colors, yerr=halves, capsize=6, ecolor="black")
     for bar, run, half in zip(bars, runs, halves, strict=True):
@@ -160,10 +161,10 @@ def plot_din_attention(run: ModelRun, dataset, path: Path, users: int = 8) -> No
     fig = _figure(max(6.5, 3.5 + 0.28 * shown), 1.9 + 0.45 * len(rows))
     ax = fig.subplots()
     # DIN's weights are not normalised and may be negative: a diverging scale around 0.
-    limit = float(np.nanmax(np.abs(weights[:, :shown]))) if np.isfinite(weights).any() else 1.0
-    image = ax.imshow(
-        weights[:, :shown], aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit or 1.0
-    )
+    shown_weights = weights[:, :shown]
+    finite = np.abs(shown_weights[np.isfinite(shown_weights)])
+    limit = (float(finite.max()) if finite.size else 0.0) or 1.0
+    image = ax.imshow(shown_weights, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
     match = (batch["history_category"].numpy() == batch["category"].numpy()[:, None]) & mask
     ys, xs = np.nonzero(match[:, :shown])
     ax.scatter(
@@ -206,14 +207,15 @@ def plot_irazor(run: ModelRun, path: Path, threshold: float = 0.9) -> None:
 def _table(runs: list[ModelRun]) -> str:
     baseline = next((r.test["auc"] for r in runs if r.name == "mean"), None)
     lines = [
-        "| model | test AUC | vs mean | test logloss | train s | s/epoch | epochs | params |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | test AUC | 95 % interval | vs mean | test logloss | train s | s/epoch | epochs | params |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         m = r.metrics()
         delta = "" if baseline is None or r.name == "mean" else f"{m['test_auc'] - baseline:+.4f}"
+        interval = "" if m["test_auc_95"] is None else f"+- {m['test_auc_95']:.4f}"
         lines.append(
-            f"| {r.name} | {m['test_auc']:.4f} | {delta} | {m['test_logloss']:.4f} | "
+            f"| {r.name} | {m['test_auc']:.4f} | {interval} | {delta} | {m['test_logloss']:.4f} | "
             f"{m['train_seconds']:.1f} | {m['seconds_per_epoch']:.1f} | {m['epochs']} | {m['params']:,} |"
         )
     return "\n".join(lines)
@@ -250,6 +252,14 @@ def write_report(
         plots["irazor_dims.png"] = f"iRazor's embedding size per field ({razor.name})"
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     lines = [f"# monolith-layers report: {dataset_name}", "", _table(runs), ""]
+    samples = runs[0].test.get("samples")
+    if samples:
+        lines += [
+            f"Test split: {samples:,} samples. The 95 % interval is +- 1.96 Hanley-McNeil "
+            "standard errors of each AUC: two models whose intervals overlap widely are not "
+            "told apart by this test set.",
+            "",
+        ]
     if settings:
         lines += ["Settings:", "", "```json", json.dumps(settings, indent=2), "```", ""]
     for file, title in plots.items():
