@@ -159,6 +159,7 @@ class CTRDataset(Dataset):
         self.item_category = item_category
         self.max_len = max_len
         self.with_negative_history = False
+        self._seed = seed
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -192,6 +193,12 @@ class CTRDataset(Dataset):
             batch["negative_history_category"] = torch.from_numpy(self.item_category[negatives])
         return batch
 
+    def start_epoch(self, epoch: int) -> None:
+        """Draw this epoch's history negatives from a stream of their own, a function
+        of the dataset's seed and the epoch only: a run resumed at epoch k samples
+        what an uninterrupted run samples there."""
+        self._rng = np.random.default_rng((self._seed, epoch))
+
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0, sampler=None) -> DataLoader:
         """A DataLoader of whole batches (built vectorised by ``__getitems__``).
 
@@ -220,6 +227,7 @@ class CTRDataset(Dataset):
             self.clicked_items,
             self.item_category,
             self.max_len,
+            seed=self._seed,
         )
         part.with_negative_history = self.with_negative_history
         return part

@@ -380,6 +380,8 @@ class Trainer:
     def _train_epoch(self, train, epoch: int) -> float:
         self.model.train()
         train.with_negative_history = self.model.needs_negative_history
+        if hasattr(train, "start_epoch"):
+            train.start_epoch(epoch)  # negatives a function of (seed, epoch): resumable
         sampler = None
         if self.world_size > 1:
             from torch.utils.data import DistributedSampler
