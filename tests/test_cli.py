@@ -88,11 +88,9 @@ def test_train_evaluate_and_resume(tmp_path, capsys):
     # A run folder is never overwritten silently; --overwrite starts again.
     assert main(resume + ["--embed-dim", "4", "--out", str(out), "--no-progress"]) == 2
     assert "holds an earlier run; add --resume" in capsys.readouterr().err
-    assert (
-        main(resume + ["--embed-dim", "4", "--out", str(out), "--overwrite", "--no-progress"]) == 0
-    )
+    assert main(args + ["--embed-dim", "4", "--out", str(out), "--overwrite", "--no-progress"]) == 0
     state = json.loads((out / "metrics.json").read_text())["models"]["dien"]["history"]
-    assert [r["epoch"] for r in state] == [1, 2]
+    assert [r["epoch"] for r in state] == [1]  # started again: one epoch, not the old two
 
 
 @pytest.mark.parametrize(
@@ -214,16 +212,14 @@ def test_output_problems_are_one_line_before_any_work(tmp_path, capsys, case):
     assert file.read_text() == "keep me"
 
 
-@pytest.mark.skipif(
-    not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and os.geteuid() != 0,
-    reason="needs a folder nobody can write in (/sys on Linux)",
-)
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="needs /sys (Linux), read-only even to root")
 def test_unwritable_output_folder(capsys):
     try:
         Path("/sys/monolith-layers-probe").touch()
-        pytest.skip("/sys is writable here")
     except OSError:
         pass
+    else:
+        pytest.skip("/sys is writable here")
     assert main(["train", "--out", "/sys/runs/x", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--out /sys/runs/x: cannot write in /sys" in err and len(err.strip().splitlines()) == 1
