@@ -250,6 +250,22 @@ def test_export_overwrites_only_when_asked_and_keeps_the_old_file_on_failure(
     assert torch.jit.load(str(target)) is not None
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine with no GPU")
+@pytest.mark.parametrize("command", ["train", "demo", "evaluate"])
+def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(tmp_path, capsys, command):
+    out = tmp_path / "out"
+    args = {
+        "train": ["train", "--out", str(out), "--device", "cuda"],
+        "demo": ["demo", "--out", str(out), "--device", "cuda:0"],
+        "evaluate": ["evaluate", str(out), "--device", "cuda"],
+    }[command]
+    assert main([*args, "--no-progress"]) == 2
+    printed = capsys.readouterr()
+    assert "sees no CUDA device here" in printed.err and "use --device cpu" in printed.err
+    assert len(printed.err.strip().splitlines()) == 1 and printed.out == ""
+    assert not out.exists()
+
+
 def test_tiny_data_errors_name_the_file(tmp_path, capsys):
     folder = tmp_path / "shop" / "x"
     folder.mkdir(parents=True)

@@ -51,3 +51,32 @@ def test_sequence_layers_run_on_cuda_in_half_precision():
         layer = layer.cuda().half()
         out = layer(q.half(), k.half(), mask)
         assert out.is_cuda and torch.isfinite(out).all()
+
+
+def test_trainer_on_cuda_matches_its_checkpoint_on_the_cpu(tmp_path):
+    """Training on the GPU (pinned batches, non-blocking copies), then the saved
+    model evaluated on the CPU and back on the GPU."""
+    from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
+    from monolith_layers.models import CTRModel, ModelConfig
+    from monolith_layers.train import TrainConfig, Trainer, load_model
+
+    log = generate(SyntheticConfig(num_users=200, max_events=12, seed=3))
+    train, valid, test = build_datasets(log, DataConfig(max_len=8))
+    config = ModelConfig.from_name(
+        "dien+senet",
+        num_users=log.num_users,
+        num_items=log.num_items,
+        num_categories=log.num_categories,
+        max_len=8,
+        embed_dim=4,
+    )
+    settings = TrainConfig(epochs=2, batch_size=64, progress=False, device="cuda")
+    trainer = Trainer(CTRModel(config), settings, tmp_path / "run")
+    trainer.fit(train, valid)
+    assert trainer.device.type == "cuda"
+    on_gpu = trainer.evaluate(test)
+    cpu_model = load_model(tmp_path / "run", map_location="cpu")
+    on_cpu = Trainer(cpu_model, TrainConfig(progress=False, device="cpu")).evaluate(test)
+    assert on_cpu["auc"] == pytest.approx(on_gpu["auc"], abs=1e-4)
+    gpu_model = load_model(tmp_path / "run", map_location="cuda")
+    assert next(gpu_model.parameters()).is_cuda

@@ -182,3 +182,50 @@ def test_auc_interval_matches_a_bootstrap():
     # A perfect ranking has no spread; the interval shrinks as 1 / sqrt(n).
     assert auc_interval(1.0, 100, 100) == 0.0
     assert auc_interval(0.7, 400, 400) == pytest.approx(auc_interval(0.7, 100, 100) / 2, rel=0.02)
+
+
+def _fake_gpus(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_device_resolution(monkeypatch):
+    from monolith_layers.train import resolve_device
+    from monolith_layers.train.trainer import backend_for
+
+    _fake_gpus(monkeypatch, 0)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    for spec in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match=rf"device '{spec}': .* sees no CUDA device"):
+            resolve_device(spec)
+    with pytest.raises(ConfigError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        resolve_device("gpu")
+    with pytest.raises(ConfigError, match="TrainConfig: device must be"):
+        TrainConfig(device="cuda:x")
+    # Two GPUs: auto and cuda follow LOCAL_RANK (one process per GPU under torchrun).
+    _fake_gpus(monkeypatch, 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="cuda:2 asked for, but there are 2 GPUs"):
+        resolve_device("cuda:2")
+    assert backend_for(torch.device("cuda", 1)) == "nccl"
+    assert backend_for(torch.device("cpu")) == "gloo"
+
+
+def test_trainer_and_load_model_on_an_explicit_cpu(small, tmp_path, monkeypatch):
+    _fake_gpus(monkeypatch, 0)
+    log, (train, valid, test) = small
+    config = TrainConfig(epochs=1, batch_size=64, progress=False, device="cpu")
+    trainer = Trainer(CTRModel(_config(log, "dien")), config, tmp_path / "run")
+    trainer.fit(train, valid)
+    assert trainer.device == torch.device("cpu")
+    model = load_model(tmp_path / "run", map_location="cpu")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    cpu_again = Trainer(model, TrainConfig(progress=False, device="auto")).evaluate(test)
+    assert cpu_again == trainer.evaluate(test)
+    with pytest.raises(ConfigError, match="sees no CUDA device"):
+        load_model(tmp_path / "run", map_location="cuda")

@@ -196,8 +196,9 @@ def _model_folder(name: str) -> str:
 
 
 def cmd_demo(args) -> int:
-    from .train import TrainConfig
+    from .train import TrainConfig, resolve_device
 
+    resolve_device(args.device)
     out = Path(args.out)
     _demo_folder(out, args.overwrite)
     data_config = _data_config({**(QUICK_DATA if args.quick else DEMO_DATA), "seed": args.seed})
@@ -205,6 +206,7 @@ def cmd_demo(args) -> int:
         **(QUICK_TRAIN if args.quick else DEMO_TRAIN),
         "seed": args.seed,
         "progress": not args.no_progress,
+        "device": args.device,
     }
     if args.epochs is not None:
         train_values["epochs"] = args.epochs
@@ -248,10 +250,11 @@ def cmd_demo(args) -> int:
 
 def cmd_train(args) -> int:
     """Train one model; under torchrun, data parallel over the launched processes."""
-    from .train import init_distributed
+    from .train import init_distributed, resolve_device
 
     global _joined_process_group
-    rank, world = init_distributed()
+    device = args.device or _read_config_file(args.config).get("train", {}).get("device", "auto")
+    rank, world = init_distributed(resolve_device(device))
     _joined_process_group = world > 1
     try:
         return _train(args, rank, world)
@@ -316,7 +319,7 @@ def _train(args, rank: int, world: int) -> int:
             data_values[key] = getattr(args, flag)
     data_config = _data_config(data_values)
     train_values = {**file_values.get("train", {}), "progress": not args.no_progress}
-    for flag in ("epochs", "batch_size", "lr", "seed"):
+    for flag in ("epochs", "batch_size", "lr", "seed", "device"):
         if getattr(args, flag) is not None:
             train_values[flag] = getattr(args, flag)
     train_config = TrainConfig.from_dict(train_values)
@@ -356,8 +359,16 @@ def _train(args, rank: int, world: int) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data import build_datasets
-    from .train import CheckpointLoadError, TrainConfig, Trainer, load_model, read_checkpoint_config
+    from .train import (
+        CheckpointLoadError,
+        TrainConfig,
+        Trainer,
+        load_model,
+        read_checkpoint_config,
+        resolve_device,
+    )
 
+    resolve_device(args.device)
     _, saved = read_checkpoint_config(args.checkpoint)
     model = load_model(args.checkpoint)
     data_config = _data_config(saved.get("data", {}))
@@ -377,7 +388,8 @@ def cmd_evaluate(args) -> int:
     splits = dict(zip(("train", "valid", "test"), build_datasets(log, data_config), strict=True))
     if model.config.uses_native_kernels:
         _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}))
-    trainer = Trainer(model, TrainConfig(eval_batch_size=2048, progress=not args.no_progress))
+    settings = TrainConfig(eval_batch_size=2048, progress=not args.no_progress, device=args.device)
+    trainer = Trainer(model, settings)
     result = trainer.evaluate(splits[args.split])
     print(
         json.dumps(
@@ -440,6 +452,16 @@ def _add_no_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--device",
+        default=default,
+        metavar="DEVICE",
+        help="auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N; under "
+        "torchrun each process takes the GPU of its LOCAL_RANK (default: auto)",
+    )
+
+
 def _add_overwrite(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=help_text)
 
@@ -476,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--epochs", type=int, help="epochs per model (default: 2)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_device(demo, default="auto")
     _add_overwrite(demo, "replace an earlier demo's results in --out")
     _add_no_progress(demo)
     demo.set_defaults(run=cmd_demo)
@@ -508,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run saved in --out (automatic after a torchrun restart)",
     )
+    _add_device(train)
     _add_overwrite(train, "replace an earlier run in --out")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_no_progress(train)
@@ -526,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--split", choices=("train", "valid", "test"), default="test", help="default: test"
     )
+    _add_device(evaluate, default="auto")
     _add_no_progress(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 

@@ -199,21 +199,24 @@ class CTRDataset(Dataset):
         what an uninterrupted run samples there."""
         self._rng = np.random.default_rng((self._seed, epoch))
 
-    def loader(self, batch_size: int, shuffle: bool, seed: int = 0, sampler=None) -> DataLoader:
+    def loader(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        sampler=None,
+        pin_memory: bool = False,
+    ) -> DataLoader:
         """A DataLoader of whole batches (built vectorised by ``__getitems__``).
 
-        ``sampler`` (e.g. a ``DistributedSampler``) replaces ``shuffle``.
+        ``sampler`` (e.g. a ``DistributedSampler``) replaces ``shuffle``;
+        ``pin_memory``: batches in page-locked memory, for non-blocking copies to a GPU.
         """
+        common = {"batch_size": batch_size, "collate_fn": _whole_batch, "pin_memory": pin_memory}
         if sampler is not None:
-            return DataLoader(self, batch_size=batch_size, sampler=sampler, collate_fn=_whole_batch)
+            return DataLoader(self, sampler=sampler, **common)
         generator = torch.Generator().manual_seed(seed)
-        return DataLoader(
-            self,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=_whole_batch,
-            generator=generator,
-        )
+        return DataLoader(self, shuffle=shuffle, generator=generator, **common)
 
     def subset(self, rows: np.ndarray) -> CTRDataset:
         """The samples ``rows`` of this split (same histories), e.g. one rank's share."""

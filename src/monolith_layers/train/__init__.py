@@ -10,6 +10,7 @@ from .trainer import (
     init_distributed,
     load_model,
     read_checkpoint_config,
+    resolve_device,
     save_model,
     seed_everything,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "init_distributed",
     "load_model",
     "read_checkpoint_config",
+    "resolve_device",
     "save_model",
     "seed_everything",
 ]

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,7 @@ from ..layer import total_layer_loss
 from ..models import CTRModel, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 STATE_FILE = "trainer_state.pt"
 # The epoch a model.safetensors holds, in its metadata: resume checks it against the state.
@@ -66,7 +68,10 @@ class TrainConfig(JsonConfig):
         patience: stop after this many epochs without a better validation AUC.
         seed: weights, shuffling and negatives.
         threads: torch CPU threads (default: torch's choice).
-        progress: tqdm progress bars.
+        progress: tqdm progress bars (display only: results are the same without).
+        device: ``'auto'`` (CUDA when torch sees a GPU, else the CPU), ``'cpu'``,
+            ``'cuda'`` or ``'cuda:N'``; under torchrun ``'auto'`` and ``'cuda'``
+            give each process the GPU of its ``LOCAL_RANK``.
     """
 
     epochs: int = 5
@@ -79,8 +84,13 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(
+                f"TrainConfig: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+            )
         for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -117,11 +127,42 @@ class DistributedError(RuntimeError):
     """torchrun's environment is incomplete or the process group cannot start."""
 
 
-def init_distributed() -> tuple[int, int]:
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """The device a ``TrainConfig.device`` names, checked to exist.
+
+    ``'auto'``: CUDA when torch sees a GPU, else the CPU. ``'auto'`` and
+    ``'cuda'`` under torchrun: the GPU of the process's ``LOCAL_RANK`` (one
+    process per GPU). A CUDA device this machine does not have is a
+    :class:`ConfigError` that says what torch sees.
+    """
+    spec = str(spec)
+    if not DEVICE_PATTERN.fullmatch(spec):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            f"device {spec!r}: torch {torch.__version__} sees no CUDA device here "
+            "(torch.cuda.is_available() is False); use --device cpu (or auto)"
+        )
+    index = int(spec.split(":")[1]) if ":" in spec else int(os.environ.get("LOCAL_RANK", "0"))
+    if index >= count:
+        raise ConfigError(f"device {spec!r}: cuda:{index} asked for, but there are {count} GPUs")
+    return torch.device("cuda", index)
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a device: NCCL for CUDA, gloo for the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: str | torch.device = "auto") -> tuple[int, int]:
     """Start the process group when launched by ``torchrun``; returns ``(rank, world size)``.
 
-    Without torchrun's variables this is a no-op returning ``(0, 1)``. gloo on
-    CPU, nccl when CUDA is available.
+    Without torchrun's variables this is a no-op returning ``(0, 1)``. The
+    backend follows the device the processes train on (:func:`resolve_device`):
+    gloo on the CPU, NCCL on GPUs, each process on the GPU of its ``LOCAL_RANK``.
     """
     import torch.distributed as dist
 
@@ -136,7 +177,10 @@ def init_distributed() -> tuple[int, int]:
             "torchrun (e.g. torchrun --nproc_per_node=2 -m monolith_layers train ...), which "
             "provides the rendezvous"
         )
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    device = resolve_device(device)
+    backend = backend_for(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     try:
         store, rank, world = next(dist.rendezvous("env://"))
         # After `torchrun --max-restarts` restarts a failed group, its store still
@@ -257,11 +301,13 @@ def read_checkpoint_config(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return weights, config
 
 
-def load_model(path: str | Path) -> CTRModel:
+def load_model(path: str | Path, map_location: str | torch.device | None = None) -> CTRModel:
     """Rebuild a saved model in one call: a train output folder or its ``model.safetensors``.
 
     The weights must match the saved config exactly (every tensor's name and
-    shape); anything else raises :class:`CheckpointLoadError`.
+    shape); anything else raises :class:`CheckpointLoadError`. ``map_location``:
+    the device to put the model on (``'cpu'``, ``'cuda:0'``, ``'auto'``...;
+    default the CPU), checked by :func:`resolve_device`.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -276,7 +322,7 @@ def load_model(path: str | Path) -> CTRModel:
     except (SafetensorError, OSError) as err:
         raise CheckpointLoadError(f"{weights}: not a readable safetensors file ({err})") from None
     _load_state(model, state, weights)
-    return model
+    return model if map_location is None else model.to(resolve_device(map_location))
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
@@ -315,10 +361,15 @@ class Trainer:
     ) -> None:
         self.model = model
         self.config = config or TrainConfig()
+        self.device = resolve_device(self.config.device)
+        model.to(self.device)
         self.rank, self.world_size = _world()
         self.network = model
         if self.world_size > 1:
-            self.network = torch.nn.parallel.DistributedDataParallel(model)
+            on_gpu = self.device.type == "cuda"
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if on_gpu else None
+            )
         # Only rank 0 writes and draws: the others train and evaluate alongside it.
         self._draws = self.config.progress and self.rank == 0
         self.out_dir = None if out_dir is None or self.rank != 0 else Path(out_dir)
@@ -330,6 +381,17 @@ class Trainer:
         self.optimizer = opt(
             model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
+
+    @property
+    def _pins(self) -> bool:
+        """Batches are built in page-locked memory when they go to a GPU."""
+        return self.device.type == "cuda"
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        # Non-blocking from pinned memory: the copy overlaps the previous step's work.
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -360,11 +422,12 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         labels, scores = [], []
-        loader = dataset.loader(self.config.eval_batch_size, shuffle=False)
+        loader = dataset.loader(self.config.eval_batch_size, shuffle=False, pin_memory=self._pins)
         with progress_bar(len(loader), "eval", self._draws) as bar:
             for batch in loader:
-                scores.append(torch.sigmoid(self.model(batch)).numpy())
                 labels.append(batch["label"].numpy())
+                logits = self.model(self._on_device(batch))
+                scores.append(torch.sigmoid(logits).float().cpu().numpy())
                 bar.update()
         self.model.train(was_training)
         return np.concatenate(labels), np.concatenate(scores)
@@ -392,10 +455,13 @@ class Trainer:
             )
             sampler.set_epoch(epoch)
         seed = self.config.seed * 1000 + epoch
-        loader = train.loader(self.config.batch_size, shuffle=True, seed=seed, sampler=sampler)
+        loader = train.loader(
+            self.config.batch_size, shuffle=True, seed=seed, sampler=sampler, pin_memory=self._pins
+        )
         total, count = 0.0, 0
         with progress_bar(len(loader), f"epoch {epoch}", self._draws) as bar:
             for step, batch in enumerate(loader, 1):
+                batch = self._on_device(batch)
                 logits = self.network(batch)
                 loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
                 objective = loss + total_layer_loss(self.model)
@@ -482,7 +548,7 @@ class Trainer:
         if folder is None or not (folder / STATE_FILE).exists():
             raise CheckpointLoadError(f"{folder}: nothing to resume (no {STATE_FILE})")
         try:
-            state = torch.load(folder / STATE_FILE, weights_only=False)
+            state = torch.load(folder / STATE_FILE, map_location=self.device, weights_only=False)
         except Exception as err:  # pickle, zip and I/O errors alike: the file is unusable
             raise CheckpointLoadError(f"{folder / STATE_FILE}: not readable ({err})") from None
         if not isinstance(state, dict) or "model" not in state:
