@@ -111,12 +111,17 @@ def test_training_learns_and_checkpoints_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written file left
 
 
-@pytest.mark.parametrize("name", ["mean", "dien"])  # DIEN samples history negatives
-def test_resume_continues_where_a_run_stopped(small, tmp_path, name):
+@pytest.mark.parametrize(
+    "name, precision",
+    [("mean", "fp32"), ("dien", "fp32"), ("dien", "fp16")],  # DIEN samples history negatives
+)
+def test_resume_continues_where_a_run_stopped(small, tmp_path, name, precision):
     """Stopped after epoch 2 and resumed, a run ends bit for bit where an
-    uninterrupted one does: weights, optimiser, shuffles and negatives."""
+    uninterrupted one does: weights, optimiser, loss scale, shuffles and negatives."""
     log, (train, valid, _) = small
-    config = TrainConfig(epochs=3, batch_size=64, lr=1e-2, patience=5, progress=False)
+    config = TrainConfig(
+        epochs=3, batch_size=64, lr=1e-2, patience=5, progress=False, precision=precision
+    )
     torch.manual_seed(0)
     full_model = CTRModel(_config(log, name))
     full = Trainer(full_model, config, tmp_path / "full").fit(train, valid)
@@ -229,3 +234,37 @@ def test_trainer_and_load_model_on_an_explicit_cpu(small, tmp_path, monkeypatch)
     assert cpu_again == trainer.evaluate(test)
     with pytest.raises(ConfigError, match="sees no CUDA device"):
         load_model(tmp_path / "run", map_location="cuda")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_like_fp32(small, precision):
+    """The forward runs in bf16 / fp16 under autocast (weights stay float32), and
+    the training losses follow fp32's to rounding."""
+    log, (train, valid, _) = small
+
+    def losses(precision):
+        torch.manual_seed(0)
+        model = CTRModel(_config(log, "dien"))
+        seen = set()
+        model.head.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+        config = TrainConfig(epochs=3, batch_size=64, lr=1e-2, progress=False, precision=precision)
+        result = Trainer(model, config).fit(train, valid)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        return [r.train_loss for r in result.history], seen
+
+    reference, reference_dtypes = losses("fp32")
+    mixed, mixed_dtypes = losses(precision)
+    assert reference_dtypes == {torch.float32}
+    assert mixed_dtypes == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert mixed[-1] < mixed[0]
+    assert mixed == pytest.approx(reference, rel=0.02)
+
+
+def test_autocast_sends_the_layers_down_their_reference_paths():
+    from monolith_layers._fused import fast_paths_on
+
+    assert fast_paths_on()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fast_paths_on()
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TrainConfig(precision="fp8")

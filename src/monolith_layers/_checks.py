@@ -80,6 +80,12 @@ def _tracing() -> bool:
     return is_tracing()
 
 
+def autocasting() -> bool:
+    from ._fused import autocasting as inside_autocast
+
+    return inside_autocast()
+
+
 def check_integer(where: str, arg: str, tensor: torch.Tensor) -> torch.Tensor:
     """An integer (not bool) tensor, returned as int64: lengths, offsets."""
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
@@ -92,13 +98,16 @@ def check_float(
 ) -> torch.Tensor:
     """A floating-point tensor, of dtype ``expected`` when one is given.
 
+    Inside ``torch.autocast`` any floating dtype passes: mixing them is what
+    autocast was asked to do.
+
     Layers never cast their inputs silently: a float64 input to a float32
     layer (or an integer input anywhere) is an error that says how to fix it.
     """
     tensor = check_tensor(where, arg, value)
     if not tensor.is_floating_point():
         raise TypeError(f"{where}: {arg} must be a floating-point tensor, got {tensor.dtype}")
-    if expected is not None and tensor.dtype != expected:
+    if expected is not None and tensor.dtype != expected and not autocasting():
         raise TypeError(
             f"{where}: {arg} has dtype {tensor.dtype} but the layer's weights are {expected}; "
             f"convert the input (.to({expected})) or the layer (.to({tensor.dtype}))"

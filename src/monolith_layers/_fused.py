@@ -73,9 +73,23 @@ def is_tracing() -> bool:
     return bool(is_compiling()) or torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
+def autocasting() -> bool:
+    """True inside ``torch.autocast`` (CPU or CUDA): ops pick their own precision."""
+    try:
+        return torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
+    except TypeError:  # pragma: no cover - torch < 2.4 names them separately
+        return torch.is_autocast_cpu_enabled() or torch.is_autocast_enabled()
+
+
 def fast_paths_on() -> bool:
-    """The fast paths are switched on and nothing is tracing the model."""
-    return _SWITCH.enabled and not is_tracing()
+    """The fast paths are switched on and nothing is tracing the model.
+
+    Not under autocast either: the fused recurrences and the native kernels
+    keep one dtype from end to end, and autocast hands them a mix (bf16 / fp16
+    matmul outputs next to float32 weights); the reference computations are
+    made of ops that autocast knows.
+    """
+    return _SWITCH.enabled and not is_tracing() and not autocasting()
 
 
 def use_fused_path(activation: Any, where: str) -> bool:

@@ -207,6 +207,7 @@ def cmd_demo(args) -> int:
         "seed": args.seed,
         "progress": not args.no_progress,
         "device": args.device,
+        "precision": args.precision,
     }
     if args.epochs is not None:
         train_values["epochs"] = args.epochs
@@ -319,7 +320,7 @@ def _train(args, rank: int, world: int) -> int:
             data_values[key] = getattr(args, flag)
     data_config = _data_config(data_values)
     train_values = {**file_values.get("train", {}), "progress": not args.no_progress}
-    for flag in ("epochs", "batch_size", "lr", "seed", "device"):
+    for flag in ("epochs", "batch_size", "lr", "seed", "device", "precision"):
         if getattr(args, flag) is not None:
             train_values[flag] = getattr(args, flag)
     train_config = TrainConfig.from_dict(train_values)
@@ -462,6 +463,16 @@ def _add_device(parser: argparse.ArgumentParser, default: str | None = None) -> 
     )
 
 
+def _add_precision(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--precision",
+        default=default,
+        choices=("fp32", "bf16", "fp16"),
+        help="fp32, or the forward pass under autocast in bf16 / fp16 (fp16 with a gradient "
+        "scaler); weights stay float32 (default: fp32)",
+    )
+
+
 def _add_overwrite(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help=help_text)
 
@@ -499,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, help="epochs per model (default: 2)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     _add_device(demo, default="auto")
+    _add_precision(demo, default="fp32")
     _add_overwrite(demo, "replace an earlier demo's results in --out")
     _add_no_progress(demo)
     demo.set_defaults(run=cmd_demo)
@@ -532,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run saved in --out (automatic after a torchrun restart)",
     )
     _add_device(train)
+    _add_precision(train)
     _add_overwrite(train, "replace an earlier run in --out")
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_no_progress(train)

@@ -47,6 +47,7 @@ from ..models import CTRModel, ModelConfig
 
 OPTIMIZERS = ("adam", "adamw")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 STATE_FILE = "trainer_state.pt"
 # The epoch a model.safetensors holds, in its metadata: resume checks it against the state.
@@ -72,6 +73,10 @@ class TrainConfig(JsonConfig):
         device: ``'auto'`` (CUDA when torch sees a GPU, else the CPU), ``'cpu'``,
             ``'cuda'`` or ``'cuda:N'``; under torchrun ``'auto'`` and ``'cuda'``
             give each process the GPU of its ``LOCAL_RANK``.
+        precision: ``'fp32'``, or ``'bf16'`` / ``'fp16'``: forward passes under
+            ``torch.autocast`` in that dtype (weights and optimiser stay float32;
+            fp16 adds a gradient scaler). The layers' fused and native paths keep
+            to float32, so under autocast they run their reference computations.
     """
 
     epochs: int = 5
@@ -85,8 +90,13 @@ class TrainConfig(JsonConfig):
     threads: int | None = None
     progress: bool = True
     device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"TrainConfig: precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(
                 f"TrainConfig: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -150,6 +160,13 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if index >= count:
         raise ConfigError(f"device {spec!r}: cuda:{index} asked for, but there are {count} GPUs")
     return torch.device("cuda", index)
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    """fp16's loss scaling (a pass-through when disabled)."""
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3: every device
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover - older torch
 
 
 def backend_for(device: torch.device) -> str:
@@ -381,6 +398,12 @@ class Trainer:
         self.optimizer = opt(
             model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
+        self.scaler = _grad_scaler(self.device, enabled=self.config.precision == "fp16")
+
+    def _autocast(self):
+        """The forward pass's precision (a no-op context for fp32)."""
+        dtype = PRECISIONS[self.config.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @property
     def _pins(self) -> bool:
@@ -426,8 +449,9 @@ class Trainer:
         with progress_bar(len(loader), "eval", self._draws) as bar:
             for batch in loader:
                 labels.append(batch["label"].numpy())
-                logits = self.model(self._on_device(batch))
-                scores.append(torch.sigmoid(logits).float().cpu().numpy())
+                with self._autocast():
+                    logits = self.model(self._on_device(batch)).float()
+                scores.append(torch.sigmoid(logits).cpu().numpy())
                 bar.update()
         self.model.train(was_training)
         return np.concatenate(labels), np.concatenate(scores)
@@ -462,12 +486,14 @@ class Trainer:
         with progress_bar(len(loader), f"epoch {epoch}", self._draws) as bar:
             for step, batch in enumerate(loader, 1):
                 batch = self._on_device(batch)
-                logits = self.network(batch)
-                loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
-                objective = loss + total_layer_loss(self.model)
+                with self._autocast():
+                    logits = self.network(batch).float()
+                    loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+                    objective = loss + total_layer_loss(self.model)
                 self.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                self.optimizer.step()
+                self.scaler.scale(objective).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 total += loss.item() * len(logits)
                 count += len(logits)
                 bar.update()
@@ -532,6 +558,7 @@ class Trainer:
         state = {
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "history": [asdict(r) for r in result.history],
             "best_epoch": result.best_epoch,
             "best_auc": result.best_auc,
@@ -560,6 +587,8 @@ class Trainer:
             raise CheckpointLoadError(f"{folder}: the saved run has another model config")
         _load_state(self.model, state["model"], folder / STATE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):  # fp16 runs: the loss scale reached so far
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         result = FitResult(
