@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ._fused import autocasting, is_tracing
+
 
 def _describe(shape: Sequence[int | None]) -> str:
     return "(" + ", ".join("*" if d is None else str(d) for d in shape) + ")"
@@ -66,24 +68,12 @@ def check_mask(where: str, mask: object, batch: int, steps: int) -> torch.Tensor
     mask = check_shape(where, "mask", mask, (batch, steps))
     if mask.dtype == torch.bool:
         return mask
-    if mask.is_floating_point() and not _tracing() and bool(torch.isnan(mask).any()):
+    if mask.is_floating_point() and not is_tracing() and bool(torch.isnan(mask).any()):
         raise ValueError(
             f"{where}: mask holds NaN at {int(torch.isnan(mask).sum())} positions; a float mask "
             "must hold 1 (real step) or 0 (padding)"
         )
     return mask >= 1
-
-
-def _tracing() -> bool:
-    from ._fused import is_tracing
-
-    return is_tracing()
-
-
-def autocasting() -> bool:
-    from ._fused import autocasting as inside_autocast
-
-    return inside_autocast()
 
 
 def check_integer(where: str, arg: str, tensor: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ and pooling, and ``csrc/interactions.cpp`` AutoInt's rounds and the whole of
 SeNet, a batch row (or a block of rows) at a time in cache. The sources in
 ``csrc/`` are compiled once per environment (torch installation and CPU) with
 :func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed;
-80-100 s on a quiet 2-core machine) into torch's extension cache, tuned for
+76-112 s on a 2-core machine) into torch's extension cache, tuned for
 the CPU it runs on: on first use, or ahead of time with :func:`build_native`
 (``monolith-layers build-kernels``). Where it cannot be built, the same computations
 run as tensor ops: results are equal to float rounding either way.
