@@ -1,33 +1,25 @@
-"""What the native-kernel tests share: the build check and a spy on kernel look-ups."""
+"""What the kernel tests share: the build check and a record of the paths taken."""
 
 import contextlib
 import shutil
 
 import pytest
 
-import monolith_layers._native as native_module
+import monolith_layers as ml
 
 CAN_BUILD = shutil.which("c++") is not None and shutil.which("ninja") is not None
 needs_kernels = pytest.mark.skipif(not CAN_BUILD, reason="no C++ compiler / ninja here")
 
 
 @contextlib.contextmanager
-def counting_native_calls():
-    """Records each kernel look-up in the block (True where the kernels were
-    available), so that a test of a native path fails on a silent fallback."""
+def counting_native_calls(op=None):
+    """After the block, one entry per layer call in it (True where the call ran
+    its operator, False where it ran the reference), so that a test of the
+    kernel path fails on a silent fallback. ``op`` keeps one operator's calls."""
     calls = []
-    usable = native_module.usable
-
-    def spy(*tensors):
-        kernels = usable(*tensors)
-        calls.append(kernels is not None)
-        return kernels
-
-    native_module.usable = spy
-    try:
+    with ml.which_paths() as ran:
         yield calls
-    finally:
-        native_module.usable = usable
+    calls.extend(path == "kernel" for name, path in ran if op is None or name == op)
 
 
 def assert_within_float32_rounding(native, reference, exact):

@@ -5,10 +5,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_helpers import needs_kernels
 from parity import Case
 
+import monolith_layers as ml
 from monolith_layers import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
-from monolith_layers._agru_scan import _AGRUScan
 
 
 def _cell_from_case(case, input_dim):
@@ -232,54 +233,56 @@ def test_empty_sequence():
         assert out.shape == (2, 0, 3) and not final.any()
 
 
-# ----------------------------------------- gradcheck of the custom backward
+# ----------------------------------------- gradcheck of the operator's backward
+@needs_kernels
 @pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "linear"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_gradcheck_custom_backward(mode, act, masked):
     torch.manual_seed(1)
-    steps, batch, units = 4, 3, 2
-    xp = torch.randn(steps, batch, 3 * units, dtype=torch.float64, requires_grad=True)
-    w_gh = torch.randn(units, 2 * units, dtype=torch.float64, requires_grad=True)
-    w_ch = torch.randn(units, units, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(batch, units, dtype=torch.float64, requires_grad=True)
-    att = (
-        None
-        if mode == "none"
-        else torch.rand(batch, steps, dtype=torch.float64, requires_grad=True)
-    )
+    steps, batch, units, dim = 4, 3, 2, 3
+    f64 = dict(dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, steps, dim, **f64)
+    gates_kernel = torch.randn(dim + units, 2 * units, **f64)
+    gates_bias = torch.randn(2 * units, **f64)
+    cand_kernel = torch.randn(dim + units, units, **f64)
+    cand_bias = torch.randn(units, **f64)
+    h0 = torch.randn(batch, units, **f64)
+    att = None if mode == "none" else torch.rand(batch, steps, **f64)
     mask = (
         torch.tensor([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
         if masked
         else None
     )
     if act == "relu":
-        xp = (xp.detach() + 0.5 * torch.sign(xp.detach())).requires_grad_()  # keep off the kink
+        x = (x.detach() + 0.5 * torch.sign(x.detach())).requires_grad_()  # keep off the kink
+    weights = (gates_kernel, gates_bias, cand_kernel, cand_bias)
 
-    def fn(xp, w_gh, w_ch, h0, att):
-        return _AGRUScan.apply(xp, w_gh, w_ch, h0, att, mask, mode, act)
+    def fn(x, h0, *rest):
+        scores = rest[4] if att is not None else None
+        return torch.ops.monolith_layers.agru(x, scores, h0, *rest[:4], mask, mode, act)
 
-    assert torch.autograd.gradcheck(fn, (xp, w_gh, w_ch, h0, att), eps=1e-6, atol=1e-5)
+    leaves = (x, h0, *weights) + ((att,) if att is not None else ())
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
 
 
-def test_activation_without_fused_form_falls_back_with_one_warning(monkeypatch):
-    import monolith_layers.agru as agru_module
-    from monolith_layers import _fused
+def test_activation_without_a_kernel_falls_back_with_one_warning(monkeypatch):
+    from monolith_layers._ops import registry
 
-    monkeypatch.setattr(_fused, "_warned", set())
-    calls = []
-    monkeypatch.setattr(agru_module, "agru_scan", lambda *a: calls.append(a))
+    monkeypatch.setattr(registry, "_warned", set())
     cell = AGRUCell(3, activation="elu", input_dim=2)
     x, att = torch.randn(2, 4, 2), torch.rand(2, 4)
-    with pytest.warns(UserWarning, match="activation ELU.* has no fused form"):
-        out, _ = dynamic_rnn_with_attention(cell, x, att)
+    with pytest.warns(UserWarning, match="agru: activation ELU.* has no kernel"):
+        with ml.which_paths() as ran:
+            out, _ = dynamic_rnn_with_attention(cell, x, att)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
         dynamic_rnn_with_attention(cell, x, att)
-    assert calls == []  # the plain loop ran
+    assert ran[0][1].startswith("reference: activation ELU")
     torch.testing.assert_close(out, static_rnn_with_attention(cell, x, att)[0])
 
 
+@needs_kernels
 @pytest.mark.parametrize(
     "activation",
     [
@@ -291,18 +294,13 @@ def test_activation_without_fused_form_falls_back_with_one_warning(monkeypatch):
         torch.relu,
     ],
 )
-def test_torch_activations_take_the_fused_path(activation, monkeypatch):
-    import monolith_layers.agru as agru_module
-
-    calls = []
-    real = agru_module.agru_scan
-    monkeypatch.setattr(agru_module, "agru_scan", lambda *a: calls.append(1) or real(*a))
+def test_torch_activations_take_the_fused_path(activation):
     cell = AGRUCell(3, activation=activation, input_dim=2)
     x, att = torch.randn(2, 4, 2), torch.rand(2, 4)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), ml.which_paths() as ran:
         warnings.simplefilter("error")
         out, _ = dynamic_rnn_with_attention(cell, x, att)
-    assert calls == [1]
+    assert ran == [("agru", "kernel")]
     torch.testing.assert_close(out, static_rnn_with_attention(cell, x, att)[0])
 
 
@@ -362,26 +360,25 @@ def test_keras_gru_fast_paths_equal_reference(masked, activation):
         torch.testing.assert_close(a, b)
 
 
+@needs_kernels
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "linear"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_keras_gru_gradcheck_custom_backward(act, masked):
-    from monolith_layers._gru_scan import _GRUScan
-
     torch.manual_seed(5)
-    gi = torch.randn(4, 3, 6, dtype=torch.float64, requires_grad=True)
-    w_r = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
-    b_r = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    f64 = dict(dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 4, 2, **f64)
+    h0 = torch.randn(3, 2, **f64)
+    kernel, recurrent, bias = (torch.randn(*shape, **f64) for shape in ((2, 6), (2, 6), (2, 6)))
     mask = (
         torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
         if masked
         else None
     )
 
-    def fn(gi, w_r, b_r, h0):
-        return _GRUScan.apply(gi, w_r, b_r, h0, mask, act)
+    def fn(*tensors):
+        return torch.ops.monolith_layers.gru(*tensors, mask, act)
 
-    assert torch.autograd.gradcheck(fn, (gi, w_r, b_r, h0), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(fn, (x, h0, kernel, recurrent, bias), eps=1e-6, atol=1e-5)
 
 
 def test_gru_sequence_bad_input():

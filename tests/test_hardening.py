@@ -202,10 +202,10 @@ def test_factory_kwargs_and_reset_parameters(name):
 
 def test_extra_repr_shows_sizes_and_switches():
     assert "embed_dim=5, hidden_units=[8, 1], mode='sum'" in repr(DIN([8, 1], embed_dim=5))
-    assert "5, 3, att_type='AUGRU', fused_activation=True" in repr(
+    assert "5, 3, att_type='AUGRU', kernel_activation=True" in repr(
         AGRUCell(3, att_type="augru", input_dim=5)
     )
-    assert "fused_activation=False" in repr(AGRUCell(3, activation="elu", input_dim=5))
+    assert "kernel_activation=False" in repr(AGRUCell(3, activation="elu", input_dim=5))
     assert "5, 3, bias=True, kernel_norm=False" in repr(Dense(3, input_dim=5))
 
 
@@ -266,25 +266,21 @@ def test_params_raise_on_unset_required_arguments():
 
 # ------------------------------------------------------------ fast-path switch
 def test_set_fused_switches_every_fast_path(monkeypatch):
-    import monolith_layers.agru as agru_module
-    import monolith_layers.gru as gru_module
-
-    calls = []
-    monkeypatch.setattr(agru_module, "agru_scan", lambda *a: calls.append("agru"))
-    monkeypatch.setattr(gru_module, "gru_scan", lambda *a: calls.append("gru"))
     din = DIN([4, 1], embed_dim=E)
-    monkeypatch.setattr(din, "attention_logits_reference", lambda *a: calls.append("din") or 1 / 0)
+    monkeypatch.setattr(din, "attention_logits_reference", lambda *a: 1 / 0)
     cell = AGRUCell(3, input_dim=E)
     previous = ml.set_fused(False)
     try:
         assert not ml.fused_enabled()
-        dynamic_rnn_with_attention(cell, torch.randn(2, 3, E), torch.rand(2, 3))
-        gru_sequence(KerasGRUCell(3, input_dim=E), torch.randn(2, 3, E))
-        with pytest.raises(ZeroDivisionError):  # the reference concat path ran
-            din(torch.randn(2, E), torch.randn(2, 3, E))
+        with ml.which_paths() as ran:
+            dynamic_rnn_with_attention(cell, torch.randn(2, 3, E), torch.rand(2, 3))
+            gru_sequence(KerasGRUCell(3, input_dim=E), torch.randn(2, 3, E))
+            with pytest.raises(ZeroDivisionError):  # the reference concat path ran
+                din(torch.randn(2, E), torch.randn(2, 3, E))
     finally:
         ml.set_fused(previous)
-    assert calls == ["din"]
+    assert [op for op, _ in ran] == ["agru", "gru", "din_attention"]
+    assert all(path.startswith("reference: switched off") for _, path in ran)
     with pytest.raises(TypeError, match="enabled must be a bool"):
         ml.set_fused("no")
 

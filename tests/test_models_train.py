@@ -261,10 +261,12 @@ def test_mixed_precision_trains_like_fp32(small, precision):
 
 
 def test_autocast_sends_the_layers_down_their_reference_paths():
-    from monolith_layers._fused import fast_paths_on
+    import monolith_layers as ml
 
-    assert fast_paths_on()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not fast_paths_on()
+    cell = ml.AGRUCell(3, input_dim=2)
+    x = torch.randn(2, 4, 2)
+    with ml.which_paths() as ran, torch.autocast("cpu", dtype=torch.bfloat16):
+        ml.dynamic_rnn_with_attention(cell, x, torch.rand(2, 4))
+    assert ran == [("agru", "reference: autocast (the kernels keep one dtype)")]
     with pytest.raises(ConfigError, match="precision must be one of"):
         TrainConfig(precision="fp8")

@@ -1,6 +1,6 @@
-"""The native (C++) time loops against the Python loops they replace."""
+"""The recurrences' operators (C++ time loops) against the plain step loops."""
 
-import contextlib
+import threading
 
 import pytest
 import torch
@@ -8,16 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from native_helpers import counting_native_calls, needs_kernels
 
-import monolith_layers._native as native_module
-import monolith_layers._packing as packing_module
-from monolith_layers import AGRUCell, KerasGRUCell, dynamic_rnn_with_attention, gru_sequence
-from monolith_layers._agru_scan import _AGRUScan
-from monolith_layers._gru_scan import _GRUScan
+import monolith_layers as ml
+from monolith_layers import AGRUCell, KerasGRUCell, dynamic_rnn_with_attention, fused, gru_sequence
+from monolith_layers._ops import build, registry
+
+OPS = torch.ops.monolith_layers
 
 
 @needs_kernels
 def test_kernels_build_where_a_compiler_exists():
-    assert native_module.kernels() is not None
+    assert build.kernels() is not None
 
 
 def _mask(kind, batch, steps, generator):
@@ -64,29 +64,14 @@ def _gru_case(seed, batch, steps, units, act, mask_kind, final_only, dtype=torch
     return [out, final, *torch.autograd.grad(loss, [x, h0, *cell.parameters()])]
 
 
-@contextlib.contextmanager
-def _route(route):
-    """Every scan takes ``route``: 'dense' (time-major, masked steps) or 'packed' (real steps)."""
-    names = ("PACKED_FILL", "PACKED_FILL_TRAINING")
-    saved = [getattr(packing_module, name) for name in names]
-    for name in names:
-        setattr(packing_module, name, 0.0 if route == "dense" else 2.0)
-    try:
-        yield
-    finally:
-        for name, value in zip(names, saved, strict=True):
-            setattr(packing_module, name, value)
-
-
-def _native_and_python(case_fn, route, **case):
-    """The case on the native loops (checked to be used) and on the Python loops."""
-    with _route(route):
-        with counting_native_calls() as calls:
-            native = case_fn(**case)
-        assert calls and all(calls), "the native loops were not used"
-        with native_module.native(False):
-            python = case_fn(**case)
-    return native, python
+def _operator_and_reference(case_fn, **case):
+    """The case through the operator (checked to be used) and through the step loop."""
+    with counting_native_calls() as calls:
+        operator = case_fn(**case)
+    assert calls and all(calls), "the operator was not used"
+    with fused(False):
+        reference = case_fn(**case)
+    return operator, reference
 
 
 def _assert_all_close(got, want):
@@ -106,63 +91,91 @@ SHAPES = dict(
 
 @needs_kernels
 @settings(max_examples=60, deadline=None)
-@given(
-    route=st.sampled_from(["dense", "packed"]),
-    mode=st.sampled_from([None, "AGRU", "AUGRU"]),
-    **SHAPES,
-)
-def test_native_attention_gru_equals_the_python_loop(route, mode, **case):
-    _assert_all_close(*_native_and_python(_agru_case, route, mode=mode, **case))
+@given(mode=st.sampled_from([None, "AGRU", "AUGRU"]), **SHAPES)
+def test_attention_gru_operator_equals_the_step_loop(mode, **case):
+    _assert_all_close(*_operator_and_reference(_agru_case, mode=mode, **case))
 
 
 @needs_kernels
 @settings(max_examples=60, deadline=None)
-@given(route=st.sampled_from(["dense", "packed"]), final_only=st.booleans(), **SHAPES)
-def test_native_keras_gru_equals_the_python_loop(route, final_only, **case):
-    _assert_all_close(*_native_and_python(_gru_case, route, final_only=final_only, **case))
+@given(final_only=st.booleans(), **SHAPES)
+def test_keras_gru_operator_equals_the_step_loop(final_only, **case):
+    _assert_all_close(*_operator_and_reference(_gru_case, final_only=final_only, **case))
+
+
+def _agru_args(mode, mask_kind="holes", seed=3):
+    g = torch.Generator().manual_seed(seed)
+    batch, steps, units, dim = 9, 4, 5, 3  # 9 rows: one 8-row block and a tail row
+    f64 = dict(generator=g, dtype=torch.float64)
+    x = torch.randn(batch, steps, dim, **f64)
+    att = None if mode == "none" else torch.rand(batch, steps, **f64)
+    h0 = torch.randn(batch, units, **f64)
+    gates_kernel = torch.randn(dim + units, 2 * units, **f64) * 0.5
+    gates_bias = torch.randn(2 * units, **f64)
+    cand_kernel = torch.randn(dim + units, units, **f64) * 0.5
+    cand_bias = torch.randn(units, **f64)
+    mask = _mask(mask_kind, batch, steps, g)
+    tensors = [x, att, h0, gates_kernel, gates_bias, cand_kernel, cand_bias]
+    tensors = [None if t is None else t.requires_grad_() for t in tensors]
+    return (*tensors, mask, mode, "tanh")
+
+
+def _gru_args(mask_kind="holes", seed=4):
+    g = torch.Generator().manual_seed(seed)
+    batch, steps, units, dim = 9, 4, 5, 3
+    f64 = dict(generator=g, dtype=torch.float64)
+    tensors = [
+        torch.randn(batch, steps, dim, **f64),
+        torch.randn(batch, units, **f64),
+        torch.randn(dim, 3 * units, **f64) * 0.5,
+        torch.randn(units, 3 * units, **f64) * 0.5,
+        torch.randn(2, 3 * units, **f64),
+    ]
+    return (*(t.requires_grad_() for t in tensors), _mask(mask_kind, batch, steps, g), "tanh")
 
 
 @needs_kernels
 @pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
-def test_native_attention_gru_gradcheck(mode):
-    g = torch.Generator().manual_seed(3)
-    steps, batch, units = 4, 9, 5  # 9 rows: one 8-row block and a tail row
-    xp = torch.randn(steps, batch, 3 * units, generator=g, dtype=torch.float64)
-    w_gh = torch.randn(units, 2 * units, generator=g, dtype=torch.float64) * 0.5
-    w_ch = torch.randn(units, units, generator=g, dtype=torch.float64) * 0.5
-    h0 = torch.randn(batch, units, generator=g, dtype=torch.float64)
-    att = None if mode == "none" else torch.rand(batch, steps, generator=g, dtype=torch.float64)
-    mask = torch.rand(batch, steps, generator=g) < 0.8
-    leaves = [
-        t.requires_grad_() for t in (xp, w_gh, w_ch, h0) + ((att,) if att is not None else ())
-    ]
+@pytest.mark.parametrize("mask_kind", ["none", "holes", "ragged"])
+def test_attention_gru_operator_gradcheck(mode, mask_kind):
+    args = _agru_args(mode, mask_kind)
+    leaves = [i for i, t in enumerate(args[:7]) if t is not None]
 
-    def f(*args):
-        att_arg = args[4] if att is not None else None
-        return _AGRUScan.apply(*args[:4], att_arg, mask, mode, "tanh")
+    def f(*values):
+        full = list(args)
+        for i, v in zip(leaves, values, strict=True):
+            full[i] = v
+        return OPS.agru(*full)
 
-    assert native_module.kernels() is not None
-    assert torch.autograd.gradcheck(f, leaves)
+    assert torch.autograd.gradcheck(f, [args[i] for i in leaves])
 
 
 @needs_kernels
-def test_native_keras_gru_gradcheck():
-    g = torch.Generator().manual_seed(4)
-    steps, batch, units = 4, 9, 5
-    gi = torch.randn(steps, batch, 3 * units, generator=g, dtype=torch.float64)
-    w_r = torch.randn(units, 3 * units, generator=g, dtype=torch.float64) * 0.5
-    b_r = torch.randn(3 * units, generator=g, dtype=torch.float64)
-    h0 = torch.randn(batch, units, generator=g, dtype=torch.float64)
-    mask = torch.rand(batch, steps, generator=g) < 0.8
-    leaves = [t.requires_grad_() for t in (gi, w_r, b_r, h0)]
-    assert native_module.kernels() is not None
-    assert torch.autograd.gradcheck(lambda *a: _GRUScan.apply(*a, mask, "tanh"), leaves)
+@pytest.mark.parametrize("mask_kind", ["none", "holes", "ragged"])
+def test_keras_gru_operator_gradcheck(mask_kind):
+    args = _gru_args(mask_kind)
+    assert torch.autograd.gradcheck(lambda *a: OPS.gru(*a, *args[5:]), args[:5])
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "op, args",
+    [
+        ("gru", _gru_args()),
+        ("gru", _gru_args("none")),
+        ("agru", _agru_args("AUGRU")),
+        ("agru", _agru_args("none", "ragged")),
+    ],
+)
+def test_recurrence_operators_pass_torch_library_opcheck(op, args):
+    # Schema, fake (meta) implementation, autograd registration and the
+    # compiler's view of the operator, as torch checks a custom operator.
+    torch.library.opcheck(getattr(OPS, op), args)
 
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("route", ["dense", "packed"])
-def test_saturated_gates_give_the_python_loops_results(dtype, route):
+def test_saturated_gates_give_the_step_loops_results(dtype):
     # Pre-activations far past exp's range (|x| in the thousands): the native
     # sigmoid / tanh must saturate as torch's do, not turn into NaN.
     torch.manual_seed(0)
@@ -173,7 +186,7 @@ def test_saturated_gates_give_the_python_loops_results(dtype, route):
     lengths = torch.tensor([5, 4, 3, 2, 1, 5, 1, 2, 3])
     results = []
     for on in (True, False):
-        with _route(route), native_module.native(on):
+        with fused(on):
             out, _ = dynamic_rnn_with_attention(agru, x, att, lengths=lengths)
             seq, _ = gru_sequence(gru, x, lengths=lengths)
             loss = out.sum() + seq.sum()
@@ -194,21 +207,20 @@ def test_saturated_gates_give_the_python_loops_results(dtype, route):
 
 
 @needs_kernels
-def test_a_nan_in_a_real_input_propagates_as_in_the_python_loop():
+def test_a_nan_in_a_real_input_propagates_as_in_the_step_loop():
     cell = AGRUCell(4, input_dim=3, att_type="AUGRU")
     x = torch.randn(2, 5, 3)
     x[0, 2, 1] = float("nan")
     att = torch.rand(2, 5)
-    with _route("dense"):
-        native_out = dynamic_rnn_with_attention(cell, x, att)[0]
-        with native_module.native(False):
-            python_out = dynamic_rnn_with_attention(cell, x, att)[0]
-    assert native_out[0, 2:].isnan().all() and not native_out[0, :2].isnan().any()
-    torch.testing.assert_close(native_out, python_out, equal_nan=True)
+    operator_out = dynamic_rnn_with_attention(cell, x, att)[0]
+    with fused(False):
+        reference_out = dynamic_rnn_with_attention(cell, x, att)[0]
+    assert operator_out[0, 2:].isnan().all() and not operator_out[0, :2].isnan().any()
+    torch.testing.assert_close(operator_out, reference_out, equal_nan=True)
 
 
 @needs_kernels
-def test_native_loops_from_several_python_threads_give_the_serial_results():
+def test_operators_from_several_python_threads_give_the_serial_results():
     # The kernels let go of the GIL while they run; calls from threads must not
     # share any state. (Inputs are made first: torch's global seed is not per thread.)
     from concurrent.futures import ThreadPoolExecutor
@@ -229,48 +241,94 @@ def test_native_loops_from_several_python_threads_give_the_serial_results():
         out, _ = dynamic_rnn_with_attention(cells[i], x, att, lengths=lengths)
         return [out, *torch.autograd.grad(out.square().sum(), list(cells[i].parameters()))]
 
-    with _route("packed"):
-        serial = [run(i) for i in range(4)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            threaded = list(pool.map(run, range(4)))
+    serial = [run(i) for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(run, range(4)))
     for got, want in zip(threaded, serial, strict=True):
         _assert_all_close(got, want)
 
 
-def test_unbuildable_kernels_fall_back_to_the_python_loops_with_one_warning(monkeypatch):
+def test_unbuildable_kernels_fall_back_to_the_step_loops_with_one_warning(monkeypatch):
     from torch.utils import cpp_extension
 
-    want = _agru_case(1, 4, 5, 3, "AUGRU", "tanh", "holes")
+    with fused(False):
+        want = _agru_case(1, 4, 5, 3, "AUGRU", "tanh", "holes")
 
     def no_compiler(**kwargs):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(native_module, "_module", None)
-    monkeypatch.setattr(native_module, "_failed", False)
+    monkeypatch.setattr(build, "_module", None)
+    monkeypatch.setattr(build, "_failed", False)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     with pytest.warns(
         RuntimeWarning, match="could not be built .no compiler here.*plain tensor ops"
     ):
-        assert native_module.kernels() is None
-    assert native_module.kernels() is None  # tried once, then quietly off
-    _assert_all_close(_agru_case(1, 4, 5, 3, "AUGRU", "tanh", "holes"), want)
+        assert build.kernels() is None
+    assert build.kernels() is None  # tried once, then quietly off
+    with ml.which_paths() as ran:
+        got = _agru_case(1, 4, 5, 3, "AUGRU", "tanh", "holes")
+    assert ran == [("agru", "reference: the C++ kernels could not be built")]
+    _assert_all_close(got, want)
 
 
-def test_native_kernels_take_only_cpu_float32_or_float64(monkeypatch):
-    monkeypatch.setattr(native_module, "kernels", lambda: "kernels")
+def test_operators_take_only_cpu_float32_or_float64(monkeypatch):
+    monkeypatch.setattr(registry, "blocked", lambda: None)
     f32, f64 = torch.ones(2), torch.ones(2, dtype=torch.float64)
-    assert native_module.usable(f32, None, f32) == "kernels"
-    assert native_module.usable(f64) == "kernels"
-    assert native_module.usable(f32, f64) is None  # mixed precisions
-    assert native_module.usable(torch.ones(2, dtype=torch.bfloat16)) is None
-    assert native_module.usable(torch.ones(2, device="meta")) is None
+    assert registry.use_kernel("x", f32, None, f32)
+    assert registry.use_kernel("x", f64)
+    assert not registry.use_kernel("x", f32, f64)  # mixed precisions
+    assert not registry.use_kernel("x", torch.ones(2, dtype=torch.bfloat16))
+    assert not registry.use_kernel("x", torch.ones(2, device="meta"))
+    assert not registry.use_kernel("x", f32, unsupported="a reason")
 
 
-def test_set_native_switches_and_checks_its_argument():
-    previous = native_module.set_native(False)
+def test_set_fused_checks_its_argument_and_returns_the_old_default():
+    previous = ml.set_fused(False)
     try:
-        assert native_module.kernels() is None
-        with pytest.raises(TypeError, match="set_native: enabled must be a bool, got 1"):
-            native_module.set_native(1)
+        assert not ml.fused_enabled()
+        with pytest.raises(TypeError, match="set_fused: enabled must be a bool, got 1"):
+            ml.set_fused(1)
+        with pytest.raises(TypeError, match="fused: enabled must be a bool, got 'no'"):
+            ml.fused("no").__enter__()
     finally:
-        native_module.set_native(previous)
+        assert ml.set_fused(previous) is False
+
+
+def test_a_fused_block_is_local_to_its_thread():
+    seen = {}
+
+    def other_thread():
+        seen["other"] = ml.fused_enabled()
+
+    default = ml.fused_enabled()
+    with fused(not default):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        seen["here"] = ml.fused_enabled()
+    assert seen == {"other": default, "here": not default}
+    assert ml.fused_enabled() == default
+
+
+def test_set_native_and_native_are_deprecated_names_of_the_one_switch():
+    with pytest.warns(DeprecationWarning, match="use monolith_layers.set_fused"):
+        previous = ml.set_native(False)
+    try:
+        assert not ml.fused_enabled()
+    finally:
+        ml.set_fused(previous)
+    with pytest.warns(DeprecationWarning, match="use monolith_layers.fused"):
+        with ml.native(False):
+            assert not ml.fused_enabled()
+
+
+def test_which_paths_names_the_reason_for_the_reference():
+    cell = AGRUCell(3, input_dim=2)
+    x = torch.randn(2, 4, 2)
+    with ml.which_paths() as ran, fused(False):
+        dynamic_rnn_with_attention(cell, x, None)
+    assert ran == [("agru", "reference: switched off (set_fused / fused / MONOLITH_LAYERS_FUSED)")]
+    with ml.which_paths() as ran:
+        gru = KerasGRUCell(3, input_dim=2, dtype=torch.bfloat16)
+        gru_sequence(gru, x.to(torch.bfloat16))
+    assert ran == [("gru", "reference: not one float32 / float64 dtype")]

@@ -6,9 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from native_helpers import assert_within_float32_rounding, needs_kernels
+from native_helpers import assert_within_float32_rounding, counting_native_calls, needs_kernels
 
-import monolith_layers._din as din_module
 from monolith_layers import DIN, fused
 
 pytestmark = needs_kernels
@@ -16,19 +15,11 @@ pytestmark = needs_kernels
 
 @contextlib.contextmanager
 def _counting_kernel_calls():
-    """Counts the native DIN calls in the block."""
-    calls = []
-    apply = din_module._DINAttention.apply
-
-    def spy(*args):
-        calls.append(1)
-        return apply(*args)
-
-    din_module._DINAttention.apply = spy
-    try:
-        yield calls
-    finally:
-        din_module._DINAttention.apply = apply
+    """One entry per DIN call in the block that ran the operator."""
+    kernel_calls = []
+    with counting_native_calls("din_attention") as calls:
+        yield kernel_calls
+    kernel_calls.extend(c for c in calls if c)
 
 
 def _mask(kind, batch, steps, generator):

@@ -1,13 +1,11 @@
 """Length-aware recurrences and jagged inputs: the packed paths against the references."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_helpers import needs_kernels
 
-import monolith_layers._packing as packing_module
 from monolith_layers import (
     DIEN,
     DIN,
@@ -20,18 +18,7 @@ from monolith_layers import (
     gru_sequence,
     static_rnn_with_attention,
 )
-from monolith_layers._agru_packed import _AGRUPacked
-from monolith_layers._gru_packed import _GRUPacked
-from monolith_layers._packing import plan_packing, plan_scan
-
-
-@pytest.fixture(params=["packed", "routed"])
-def route(request, monkeypatch):
-    """'packed': every fused call runs packed; 'routed': the default choice."""
-    if request.param == "packed":
-        monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
-        monkeypatch.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
-    return request.param
+from monolith_layers._ops.packing import plan, plan_packing
 
 
 def _mask(lengths, steps):
@@ -66,27 +53,14 @@ def test_full_rows_pack_as_a_plain_transpose():
     assert not plan_packing(3, 4, lengths=torch.tensor([4, 3, 4])).dense
 
 
-def test_plan_scan_routes_by_padding_and_history_size(monkeypatch):
-    full = plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True)
-    assert full is None  # dense scan, history kept
-    short = torch.tensor([1, 2, 3, 10, 1, 1, 2, 3])
-    assert plan_scan(8, 10, 4, None, short, torch.device("cpu"), True) is not None
-    # 90 % real: dense for inference, packed for training (any padding).
-    nine_tenths = torch.tensor([9] * 8)
-    assert plan_scan(8, 10, 4, None, nine_tenths, torch.device("cpu"), False) is None
-    assert plan_scan(8, 10, 4, None, nine_tenths, torch.device("cpu"), True) is not None
-    # Lengths all equal to T: no padding, the dense scan either way.
-    all_full = torch.tensor([10] * 8)
-    assert plan_scan(8, 10, 4, None, all_full, torch.device("cpu"), True) is None
-    assert plan_scan(8, 10, 4, None, all_full, torch.device("cpu"), False) is None
-    # Inference from 64 rows up: packed with any padding, dense without.
-    one_short = torch.tensor([10] * 63 + [9])
-    assert plan_scan(64, 10, 4, None, one_short, torch.device("cpu"), False) is not None
-    assert plan_scan(64, 10, 4, None, None, torch.device("cpu"), False) is None
-    assert plan_scan(63, 10, 4, None, one_short[1:], torch.device("cpu"), False) is None
-    monkeypatch.setattr(packing_module, "DENSE_HISTORY_LIMIT", 100)
-    assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=True) is not None
-    assert plan_scan(8, 10, 4, None, None, torch.device("cpu"), keeps_history=False) is None
+def test_a_mask_is_planned_once_until_it_changes():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    first = plan(mask, 2, 3)
+    assert plan(mask, 2, 3) is first  # DIEN's GRU, AGRU and their backwards share it
+    assert plan(mask.clone(), 2, 3) is not first  # another tensor, planned anew
+    mask[1, 1] = True  # changed in place: the version counter moves
+    again = plan(mask, 2, 3)
+    assert again is not first and again.sizes == (2, 2)
 
 
 # -- recurrences against the step-by-step references --
@@ -116,25 +90,22 @@ def _grads(outs, cot, leaves):
 def test_gru_sequence_packed_equals_reference(steps, lengths, holes, act):
     lengths = [min(n, steps) for n in lengths]
     torch.manual_seed(len(lengths) * 7 + steps)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(packing_module, "PACKED_FILL", 2.0)
-        mp.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
-        cell = KerasGRUCell(3, activation=act, input_dim=2).double()
-        batch = len(lengths)
-        x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
-        h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
-        mask, lens = _padding(lengths, steps, holes, steps)
-        want = gru_sequence(cell, x, h0, mask, fast=False, lengths=lens)
-        got = gru_sequence(cell, x, h0, mask, lengths=lens)
-        with torch.no_grad():
-            inferred = gru_sequence(cell, x, h0, mask, lengths=lens)
-        for g, i, w in zip(got, inferred, want, strict=True):
-            torch.testing.assert_close(g, w)
-            torch.testing.assert_close(i, w)
-        cot = [torch.randn_like(w) for w in want]
-        leaves = [x, h0, *cell.parameters()]
-        for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
-            torch.testing.assert_close(a, b)
+    cell = KerasGRUCell(3, activation=act, input_dim=2).double()
+    batch = len(lengths)
+    x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
+    mask, lens = _padding(lengths, steps, holes, steps)
+    want = gru_sequence(cell, x, h0, mask, fast=False, lengths=lens)
+    got = gru_sequence(cell, x, h0, mask, lengths=lens)
+    with torch.no_grad():
+        inferred = gru_sequence(cell, x, h0, mask, lengths=lens)
+    for g, i, w in zip(got, inferred, want, strict=True):
+        torch.testing.assert_close(g, w)
+        torch.testing.assert_close(i, w)
+    cot = [torch.randn_like(w) for w in want]
+    leaves = [x, h0, *cell.parameters()]
+    for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @settings(max_examples=25, deadline=None)
@@ -148,31 +119,28 @@ def test_gru_sequence_packed_equals_reference(steps, lengths, holes, act):
 def test_attention_rnn_packed_equals_reference(steps, lengths, holes, mode, act):
     lengths = [min(n, steps) for n in lengths]
     torch.manual_seed(len(lengths) * 5 + steps)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(packing_module, "PACKED_FILL", 2.0)
-        mp.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
-        cell = AGRUCell(3, att_type=mode or "AGRU", activation=act, input_dim=2).double()
-        batch = len(lengths)
-        x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
-        h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
-        att = None
-        if mode is not None:
-            att = torch.rand(batch, steps, dtype=torch.float64, requires_grad=True)
-        mask, lens = _padding(lengths, steps, holes, steps)
-        want = static_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
-        got = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
-        with torch.no_grad():
-            inferred = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
-        for g, i, w in zip(got, inferred, want, strict=True):
-            torch.testing.assert_close(g, w)
-            torch.testing.assert_close(i, w)
-        cot = [torch.randn_like(w) for w in want]
-        leaves = [x, h0, *cell.parameters()] + ([att] if att is not None else [])
-        for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
-            torch.testing.assert_close(a, b)
+    cell = AGRUCell(3, att_type=mode or "AGRU", activation=act, input_dim=2).double()
+    batch = len(lengths)
+    x = torch.randn(batch, steps, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
+    att = None
+    if mode is not None:
+        att = torch.rand(batch, steps, dtype=torch.float64, requires_grad=True)
+    mask, lens = _padding(lengths, steps, holes, steps)
+    want = static_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+    got = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+    with torch.no_grad():
+        inferred = dynamic_rnn_with_attention(cell, x, att, h0, mask, lengths=lens)
+    for g, i, w in zip(got, inferred, want, strict=True):
+        torch.testing.assert_close(g, w)
+        torch.testing.assert_close(i, w)
+    cot = [torch.randn_like(w) for w in want]
+    leaves = [x, h0, *cell.parameters()] + ([att] if att is not None else [])
+    for a, b in zip(_grads(got, cot, leaves), _grads(want, cot, leaves), strict=True):
+        torch.testing.assert_close(a, b)
 
 
-def test_packed_paths_ignore_nan_and_inf_in_padding(route):
+def test_packed_paths_ignore_nan_and_inf_in_padding():
     torch.manual_seed(0)
     cell = AGRUCell(4, att_type="AUGRU", input_dim=3)
     gru = KerasGRUCell(4, input_dim=3)
@@ -195,6 +163,7 @@ def test_packed_paths_ignore_nan_and_inf_in_padding(route):
         assert torch.equal(a, b)
 
 
+@needs_kernels
 @pytest.mark.parametrize(
     "lengths",
     [[1], [0], [3, 0, 2, 3], [0, 0], [2, 2, 2]],
@@ -202,81 +171,80 @@ def test_packed_paths_ignore_nan_and_inf_in_padding(route):
 )
 def test_gradcheck_packed_gru_backward(lengths):
     steps = max(max(lengths), 1)
-    packing = plan_packing(len(lengths), steps, lengths=torch.tensor(lengths))
+    mask = _mask(lengths, steps)
     torch.manual_seed(1)
     d, u = 2, 3
 
     def new(*shape):
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
-    x, kernel, b_in = new(packing.total, d), new(d, 3 * u), new(3 * u)
-    w_r, b_r, h0 = new(u, 3 * u), new(3 * u), new(len(lengths), u)
+    x, h0 = new(len(lengths), steps, d), new(len(lengths), u)
+    kernel, recurrent, bias = new(d, 3 * u), new(u, 3 * u), new(2, 3 * u)
     for act in ("tanh", "sigmoid", "linear"):
 
         def fn(*args, act=act):
-            return _GRUPacked.apply(*args, packing, act)
+            return torch.ops.monolith_layers.gru(*args, mask, act)
 
-        assert torch.autograd.gradcheck(fn, (x, kernel, b_in, w_r, b_r, h0), eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(fn, (x, h0, kernel, recurrent, bias), eps=1e-6, atol=1e-5)
 
 
+@needs_kernels
 @pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
 @pytest.mark.parametrize("lengths", [[1], [3, 0, 2, 3], [0, 0]], ids=["B=1,T=1", "mixed", "empty"])
 def test_gradcheck_packed_attention_backward(mode, lengths):
     steps = max(max(lengths), 1)
-    packing = plan_packing(len(lengths), steps, lengths=torch.tensor(lengths))
+    mask = _mask(lengths, steps)
     torch.manual_seed(2)
     d, u = 2, 3
 
     def new(*shape):
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
-    x, w_x, b_x = new(packing.total, d), new(d, 3 * u), new(3 * u)
-    w_gh, w_ch, h0 = new(u, 2 * u), new(u, u), new(len(lengths), u)
-    att = None if mode == "none" else torch.rand(packing.total, 1, dtype=torch.float64)
+    x, h0 = new(len(lengths), steps, d), new(len(lengths), u)
+    weights = (new(d + u, 2 * u), new(2 * u), new(d + u, u), new(u))
+    att = None if mode == "none" else torch.rand(len(lengths), steps, dtype=torch.float64)
     if att is not None:
         att.requires_grad_()
     for act in ("tanh", "sigmoid", "linear"):
 
-        def fn(*args, act=act):
-            return _AGRUPacked.apply(*args, packing, mode, act)
+        def fn(x, h0, *rest, act=act):
+            scores = rest[4] if att is not None else None
+            return torch.ops.monolith_layers.agru(x, scores, h0, *rest[:4], mask, mode, act)
 
-        inputs = (x, w_x, b_x, w_gh, w_ch, h0, att)
+        inputs = (x, h0, *weights) + ((att,) if att is not None else ())
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
 
 
-def test_packed_backward_saves_only_states_and_inputs(monkeypatch):
-    # Memory: what the training forward keeps is the packed inputs and the
-    # (B + N, U) states, not per-step gates and candidates.
-    monkeypatch.setattr(packing_module, "PACKED_FILL", 2.0)
-    monkeypatch.setattr(packing_module, "PACKED_FILL_TRAINING", 2.0)
+@needs_kernels
+def test_recurrences_save_nothing_beyond_their_own_inputs_and_outputs():
+    # Memory: the training forward keeps the inputs, the weights and the
+    # outputs (which are the states, re-packed in the backward); no per-step
+    # gates, candidates or packed copies.
     batch, steps, dim, units = 16, 30, 8, 8
     lengths = torch.randint(1, steps + 1, (batch,))
-    real = int(lengths.sum())
     x = torch.randn(batch, steps, dim, requires_grad=True)
-    for name, run in {
-        "gru": lambda: gru_sequence(KerasGRUCell(units, input_dim=dim), x, lengths=lengths),
-        "agru": lambda: dynamic_rnn_with_attention(
-            AGRUCell(units, att_type="AUGRU", input_dim=dim),
-            x,
-            torch.rand(batch, steps),
-            lengths=lengths,
-        ),
-    }.items():
-        storages = {}
+    scores = torch.rand(batch, steps, requires_grad=True)
+    gru = KerasGRUCell(units, input_dim=dim)
+    agru = AGRUCell(units, att_type="AUGRU", input_dim=dim)
+    for cell, run in (
+        (gru, lambda: gru_sequence(gru, x, lengths=lengths)),
+        (agru, lambda: dynamic_rnn_with_attention(agru, x, scores, lengths=lengths)),
+    ):
+        saved = {}
 
-        def keep(t, storages=storages):
+        def keep(t, saved=saved):
             # Views share memory: count every storage once, floats only.
             if t.is_floating_point():
                 storage = t.untyped_storage()
-                storages[storage.data_ptr()] = storage.nbytes()
+                saved[storage.data_ptr()] = storage.nbytes()
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            run()
-        per_step_values = sum(n for n in storages.values() if n >= 4 * real) / (4 * real)
-        # packed inputs (D) + states (U, plus B initial rows) + scores (1); the
-        # dense scan keeps about 8U per step on top.
-        assert per_step_values < dim + units + 2 + math.ceil(batch * units / real), name
+            outputs, _ = run()
+        own = {t.untyped_storage().data_ptr() for t in (x, scores, outputs, *cell.parameters())}
+        extra = sum(n for storage, n in saved.items() if storage not in own)
+        # beyond the caller's tensors: only the default zero initial state (B, U)
+        assert saved and extra <= 4 * batch * units, type(cell).__name__
 
 
 # -- lengths and jagged inputs on the layers --

@@ -5,8 +5,7 @@ Every public name is importable from here, e.g.
 """
 
 from . import activations, initializers, plotting, regularizers
-from ._fused import fused, fused_enabled, set_fused
-from ._native import build_native, native, set_native
+from ._ops import build_native, fused, fused_enabled, native, set_fused, set_native, which_paths
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
@@ -46,6 +45,7 @@ __all__ = [
     "build_native",
     "native",
     "set_native",
+    "which_paths",
     "AutoInt",
     "DimensionSelection",
     "SeNet",

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._fused import autocasting, is_tracing
+from ._ops.switch import autocasting, is_tracing
 
 
 def _describe(shape: Sequence[int | None]) -> str:

@@ -323,3 +323,40 @@ def name_of(activation: nn.Module | None) -> str | None:
         if type(activation) is cls:
             return name
     return None
+
+
+# torch's own spellings of the activations the kernels know.
+_TORCH_MODULES = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.ReLU: "relu", nn.Identity: "linear"}
+_TORCH_FUNCTIONS = {
+    torch.tanh: "tanh",
+    torch.sigmoid: "sigmoid",
+    torch.relu: "relu",
+    F.relu: "relu",
+    F.tanh: "tanh",
+    F.sigmoid: "sigmoid",
+}
+KERNEL_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
+
+
+def kernel_name(activation: Any) -> str | None:
+    """The name the C++ kernels know this activation by (``'tanh'``, ``'sigmoid'``,
+    ``'relu'``, ``'linear'``; ``None`` is linear), or None when they do not know it."""
+    if activation is None:
+        return "linear"
+    if isinstance(activation, ReLU) and activation.get_config() != {
+        "max_value": None,
+        "negative_slope": 0.0,
+        "threshold": 0.0,
+    }:
+        return None
+    if isinstance(activation, Lambda):
+        activation = activation.fn
+    if type(activation) in _TORCH_MODULES:
+        return _TORCH_MODULES[type(activation)]
+    if not isinstance(activation, nn.Module):
+        try:
+            return _TORCH_FUNCTIONS.get(activation)
+        except TypeError:  # unhashable callable
+            return None
+    name = name_of(activation)
+    return name if name in KERNEL_ACTIVATIONS else None

@@ -10,10 +10,9 @@ One step, with ``x`` (B, D), ``h`` (B, U), attention ``a`` (B, 1)::
 
 Every variant is ``h' = h + z * (c - h)`` for an update weight ``z``
 (``u``, ``a`` or ``1 - (1 - a) * u``); a padded step is ``z = 0``. The fast
-paths are built on that form: :mod:`monolith_layers._agru_scan` over the
-padded batch, keeping per-step history for its backward, and
-:mod:`monolith_layers._agru_packed` over the real steps only, keeping just
-the states (chosen by :func:`monolith_layers._packing.plan_scan`).
+path, the operator ``torch.ops.monolith_layers.agru``, is built on that form
+and runs over the real steps only, keeping just the states for its backward
+(see :mod:`monolith_layers._ops.recurrences`).
 """
 
 from __future__ import annotations
@@ -22,11 +21,9 @@ from typing import Any
 
 import torch
 
-from ._agru_packed import agru_packed
-from ._agru_scan import agru_scan
+from . import _ops
+from . import activations as _activations
 from ._checks import check_float, check_positive_int, check_shape, check_tensor
-from ._fused import fused_activation_name, use_fused_path
-from ._packing import plan_scan
 from ._sequence import check_sequence, padding_mask, step_loop, zero_padded
 from .layer import Layer, attach_activation
 
@@ -87,7 +84,7 @@ class AGRUCell(Layer):
     def extra_repr(self) -> str:
         return (
             f"{self.input_dim}, {self.units}, att_type={self.att_type!r}, "
-            f"fused_activation={fused_activation_name(self.activation) is not None}, "
+            f"kernel_activation={_activations.kernel_name(self.activation) is not None}, "
             f"name={self.name!r}"
         )
 
@@ -200,7 +197,12 @@ def static_rnn_with_attention(
     inputs, att_scores, state, mask, lengths = _check_rnn_inputs(
         "static_rnn_with_attention", cell, inputs, att_scores, init_state, mask, lengths
     )
-    inputs, att_scores, mask = _padded_steps_zeroed(inputs, att_scores, mask, lengths)
+    return _step_loop(cell, inputs, att_scores, state, padding_mask(mask, lengths, inputs.shape[1]))
+
+
+def _step_loop(cell, inputs, att_scores, state, mask):
+    """The reference loop over checked inputs, ``mask`` (B, T) bool or None."""
+    inputs, att_scores, mask = _padded_steps_zeroed(inputs, att_scores, mask, None)
 
     def step(t: int, state: torch.Tensor) -> torch.Tensor:
         score = None if att_scores is None else att_scores[:, t : t + 1]
@@ -220,31 +222,50 @@ def dynamic_rnn_with_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract and results as :func:`static_rnn_with_attention`, fast.
 
-    The input projections are one matmul per time chunk; the loop does two
-    small matmuls and fused elementwise updates per step, with a
+    Runs the operator ``torch.ops.monolith_layers.agru``: the input
+    projections are one matmul per time chunk, the time loop (C++) does two
+    small matmuls and one pass of elementwise work per step, with a
     hand-written backward through time (tanh, sigmoid, relu and linear
     candidate activations, by our names or torch's; any other activation
-    runs the plain loop, with a warning once). With padding (``mask`` or
-    ``lengths``) only the real steps are computed: rows are sorted by length
-    and step t runs the rows still alive (holes in a mask are skipped too);
-    large training batches keep only the states for the backward and
-    recompute the rest (see :func:`monolith_layers._packing.plan_scan`).
-    ``set_fused(False)`` and tracing (compile / export / jit.trace) take the
-    plain loop.
+    runs the plain loop). Only the real steps are computed: rows are sorted
+    by length and step t runs the rows still alive (holes in a mask are
+    skipped too); the backward keeps only the states and recomputes the
+    rest. ``set_fused(False)`` and TorchScript / ONNX export take the plain
+    loop; ``torch.compile`` and ``torch.export`` keep the operator.
     """
     where = "dynamic_rnn_with_attention"
     inputs, att_scores, state, mask, lengths = _check_rnn_inputs(
         where, cell, inputs, att_scores, init_state, mask, lengths
     )
+    mask = padding_mask(mask, lengths, inputs.shape[1])
+    return run_attention_rnn(cell, inputs, att_scores, state, mask)
+
+
+def run_attention_rnn(
+    cell: AGRUCell,
+    inputs: torch.Tensor,
+    att_scores: torch.Tensor | None,
+    init_state: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dynamic_rnn_with_attention` on inputs already checked, ``mask`` (B, T)
+    bool or None: for layers that validated their padding once on entry (DIEN)."""
     batch, steps = inputs.shape[:2]
-    if steps == 0 or not use_fused_path(cell.activation, where):
-        return static_rnn_with_attention(cell, inputs, att_scores, state, mask, lengths=lengths)
-    mode = "none" if att_scores is None else cell.att_type
-    act = fused_activation_name(cell.activation)
-    weights = (inputs, att_scores, state, *cell.parameters())
-    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in weights)
-    packing = plan_scan(batch, steps, cell.units, mask, lengths, inputs.device, training)
-    if packing is not None:
-        return agru_packed(cell, inputs, att_scores, state, packing, mode, act)
-    inputs, att_scores, mask = _padded_steps_zeroed(inputs, att_scores, mask, lengths)
-    return agru_scan(cell, inputs, att_scores, state, mask)
+    act = _activations.kernel_name(cell.activation)
+    unsupported = None if act is not None else f"activation {cell.activation!r} has no kernel"
+    tensors = (inputs, att_scores, init_state, cell.gates_kernel)
+    if batch and steps and _ops.use_kernel("agru", *tensors, unsupported=unsupported):
+        mode = "none" if att_scores is None else cell.att_type
+        return _ops.agru(
+            inputs,
+            att_scores,
+            init_state,
+            cell.gates_kernel,
+            cell.gates_bias,
+            cell.candidate_kernel,
+            cell.candidate_bias,
+            mask,
+            mode,
+            act,
+        )
+    return _step_loop(cell, inputs, att_scores, init_state, mask)

@@ -112,18 +112,18 @@ def _build_native_step(say=print) -> None:
     counted in a model's training time."""
     import warnings
 
-    from . import _native
+    from ._ops import build
 
-    if not _native.build_pending():
+    if not build.build_pending():
         return
     say(
         "building the native kernels (first use in this environment, needs a C++ compiler; "
-        f"`monolith-layers build-kernels` does it ahead of time, {_native.ENV_VAR}=0 skips them) ...",
+        f"`monolith-layers build-kernels` does it ahead of time, {build.ENV_VAR}=0 skips them) ...",
         flush=True,
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module, seconds = _native.build_native()
+        module, seconds = build.build_native()
     if module is not None:
         say(f"  done in {seconds:.0f} s", flush=True)
     else:
@@ -408,15 +408,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_build_kernels(args) -> int:
-    from . import _native
+    from ._ops import build
 
-    if not _native.switched_on():
-        raise UsageError(f"{_native.ENV_VAR}=0 switches the native kernels off; nothing to build")
-    if not _native.build_pending() and _native.kernels(announce=False) is not None:
-        print(f"the native kernels are built: {_native.build_location()}")
+    if not build.switch_on():
+        raise UsageError(f"{build.ENV_VAR}=0 switches the native kernels off; nothing to build")
+    if not build.build_pending() and build.kernels(announce=False) is not None:
+        print(f"the native kernels are built: {build.build_location()}")
         return 0
     _build_native_step()
-    return 0 if _native.kernels(announce=False) is not None else 1
+    return 0 if build.kernels(announce=False) is not None else 1
 
 
 def cmd_export(args) -> int:

@@ -15,6 +15,7 @@ graph never reaches serving.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._ops import fused
 from .models import CTRModel
 
 FORMATS = ("onnx", "exported-program", "torchscript")
@@ -110,7 +112,10 @@ def _run_artefact(fmt: str, path: Path, inputs) -> np.ndarray:
 def _write_and_check(model: CTRModel, fmt: str, path: Path, max_len: int) -> None:
     serving = ServingModule(model).eval()
     inputs = example_inputs(model, 4, max_len)
-    with torch.no_grad(), warnings.catch_warnings():
+    # ONNX and TorchScript record the reference tensor ops (they cannot carry
+    # the registered operators); an exported program keeps the operators.
+    recorded_ops = fused(False) if fmt in ("onnx", "torchscript") else contextlib.nullcontext()
+    with torch.no_grad(), warnings.catch_warnings(), recorded_ops:
         warnings.simplefilter("ignore")
         if fmt == "onnx":
             program = torch.onnx.export(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import _ops
 from . import activations as _activations
 from . import initializers as _initializers
 from . import regularizers as _regularizers
@@ -31,13 +32,11 @@ from ._checks import (
     check_shape,
     resolve,
 )
-from ._din import din_native
-from ._fused import fast_paths_on, fused_enabled
-from ._packing import PACKED_FILL
+from ._ops import fused_enabled
 from ._sequence import check_padding, masked_softmax, padding_mask, zero_padded
-from .agru import AGRUCell, check_att_type, dynamic_rnn_with_attention
-from .dense import Dense
-from .gru import KerasGRUCell, gru_sequence
+from .agru import AGRUCell, check_att_type, run_attention_rnn
+from .dense import KERNEL_NORM_EPSILON, Dense
+from .gru import KerasGRUCell, run_gru
 from .jagged import unjag
 from .layer import Layer
 from .mlp import MLP
@@ -67,8 +66,6 @@ def _check_query_keys(
     return queries, keys, mask, lengths
 
 
-# Batch rows per slice of DIN's attention tower: rows * T is about this many.
-POSITIONS_PER_CHUNK = 8192
 DIN_MODES = ("sum", "elementwise")
 
 
@@ -87,15 +84,15 @@ class DIN(Layer):
     Shapes: queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) for
     ``'sum'``, (B, T, H) for ``'elementwise'``.
 
-    Fast paths (on unless ``set_fused(False)``): on CPU in float32 / float64,
-    a native kernel (``csrc/din.cpp``) runs the factored first layer, the
-    rest of the tower and the pooling one batch row at a time over the row's
-    real keys only (for towers of tanh / sigmoid / relu / linear layers as
-    the constructor builds them); otherwise the factored first layer runs as
-    tensor ops over batch slices of about ``POSITIONS_PER_CHUNK`` positions.
-    While traced (compile / export / ONNX) the factored path runs on the
-    whole batch, so no batch size is baked into the graph; with the fast
-    paths off the tower runs on the materialised concatenation (the
+    Fast path (on unless ``set_fused(False)``): on CPU in float32 / float64,
+    the operator ``torch.ops.monolith_layers.din_attention`` (a C++ kernel,
+    kept as one call by ``torch.compile`` / ``torch.export``) runs the
+    factored first layer, the rest of the tower and the pooling one batch
+    row at a time over the row's real keys only, for towers of tanh /
+    sigmoid / relu / linear / PReLU layers as the constructor builds them.
+    Elsewhere (another device, autocast, ONNX / TorchScript export, another
+    activation) the factored first layer runs as tensor ops; with the fast
+    path off the tower runs on the materialised concatenation (the
     reference).
 
     Args:
@@ -157,30 +154,18 @@ class DIN(Layer):
         q = queries.unsqueeze(1).expand_as(keys)
         return self.compress_tower(torch.cat([q, keys, q - keys, q * keys], dim=-1))
 
-    def _first_layer_blocks(self):
-        """The first dense's kernel as ``(W1 + W3, W2 - W3, W4, bias)``."""
+    def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Same values as :meth:`attention_logits_reference`, without the concat:
+        the first dense's kernel split into ``(W1 + W3, W2 - W3, W4)``."""
         dense = self.compress_tower.dense_0
         w1, w2, w3, w4 = dense.effective_kernel().split(self.embed_dim, dim=0)
-        return w1 + w3, w2 - w3, w4, dense.bias
-
-    def _logits(self, queries: torch.Tensor, keys: torch.Tensor, blocks) -> torch.Tensor:
-        query_kernel, key_base, w4, bias = blocks
-        per_row = queries @ query_kernel
-        if bias is not None:
-            per_row = per_row + bias
-        # (rows, H, h1): each row's key-side kernel, W2 - W3 + diag(q_b) W4.
-        key_kernel = torch.addcmul(key_base, queries.unsqueeze(-1), w4)
+        per_row = queries @ (w1 + w3)
+        if dense.bias is not None:
+            per_row = per_row + dense.bias
+        # (B, H, h1): each row's key-side kernel, W2 - W3 + diag(q_b) W4.
+        key_kernel = torch.addcmul(w2 - w3, queries.unsqueeze(-1), w4)
         first = torch.baddbmm(per_row.unsqueeze(1), keys, key_kernel)
         return self.compress_tower.run_from(first, 1)
-
-    def _rows_per_slice(self, keys: torch.Tensor) -> int:
-        return max(1, POSITIONS_PER_CHUNK // max(1, keys.shape[1]))
-
-    def attention_logits(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Same values as :meth:`attention_logits_reference`, without the concat."""
-        blocks, rows = self._first_layer_blocks(), self._rows_per_slice(keys)
-        parts = zip(queries.split(rows), keys.split(rows), strict=True)
-        return torch.cat([self._logits(q, k, blocks) for q, k in parts])
 
     def forward(
         self,
@@ -192,97 +177,76 @@ class DIN(Layer):
         """queries (B, H), keys (B, T, H), mask (B, T) or lengths (B,) -> (B, H) or (B, T, H).
 
         ``keys`` may also be jagged (:class:`monolith_layers.Jagged` or a
-        TorchRec ``JaggedTensor``), padded once on entry.
-
-        With the native kernel the layer runs row by row (class docstring).
-        On the tensor-op fast path it runs over slices of the batch of about
-        ``POSITIONS_PER_CHUNK`` positions: the tower's (B, T, hidden)
-        intermediates and the pooling's (B, T, H) products then stay
-        cache-sized and their memory is reused from slice to slice (1.6-1.8x
-        faster fwd+bwd than unsliced at B=1024, T=50, [80, 40, 1] on CPU,
-        measured before the native kernel). When padding leaves fewer than ``PACKED_FILL``
-        of the positions real, the tower runs on the real positions only
-        (gathered, in slices of the same size) and the pooling scatters
-        them back.
+        TorchRec ``JaggedTensor``), padded once on entry. Runs the operator
+        ``torch.ops.monolith_layers.din_attention`` where it can (class
+        docstring), else the factored tensor ops, or the materialised
+        concatenation with the fast path switched off.
         """
         queries, keys, mask, lengths = _check_query_keys(
             self, queries, keys, self.embed_dim, self.embed_dim, mask, lengths
         )
         mask = padding_mask(mask, lengths, keys.shape[1])
-        native = din_native(self, queries, keys, mask)
-        if native is not None:
-            out, weights = native
+        tower, codes, unsupported = self._kernel_tower()
+        if keys.shape[1] and _ops.use_kernel(
+            "din_attention", queries, keys, *tower, unsupported=unsupported
+        ):
+            save = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, *tower))
+            decay = self.embed_dim**0.5 if self.decay else 1.0
+            out, weights, _ = _ops.din_attention(
+                queries,
+                keys,
+                mask,
+                tower,
+                codes,
+                self.mode == "sum",
+                decay,
+                KERNEL_NORM_EPSILON,
+                save,
+            )
             if self._summary is not None:
                 self._summarize_histogram(f"{self.name}_attention_outputs", weights.unsqueeze(-1))
             return out
-        if fast_paths_on() and mask is not None and int(mask.sum()) < PACKED_FILL * mask.numel():
-            return self._jagged_forward(queries, keys, mask.nonzero(as_tuple=True))
         keys = zero_padded(keys, mask)  # DIEN's helpers do this themselves; DIN reads keys raw
         keep = None if mask is None else mask.unsqueeze(-1)
-        if fast_paths_on():
-            rows = self._rows_per_slice(keys)
-        elif fused_enabled():  # traced: factored, but one slice whatever the batch
-            rows = None
+        if fused_enabled():
+            logits = self.attention_logits(queries, keys)
         else:
-            return self._pool(keys, self.attention_logits_reference(queries, keys), keep)[0]
-        blocks = self._first_layer_blocks()
-        if rows is None or keys.shape[0] <= rows:
-            return self._pool(keys, self._logits(queries, keys, blocks), keep)[0]
-        keep_slices = [None] * len(keys.split(rows)) if keep is None else keep.split(rows)
-        pooled, all_weights = [], []
-        for q, k, kept in zip(queries.split(rows), keys.split(rows), keep_slices, strict=True):
-            out, weights = self._pool(k, self._logits(q, k, blocks), kept, summarize=False)
-            pooled.append(out)
-            all_weights.append(weights)
-        if self._summary is not None:  # checked here to skip the concatenation when off
-            self._summarize_histogram(f"{self.name}_attention_outputs", torch.cat(all_weights))
-        return torch.cat(pooled)
+            logits = self.attention_logits_reference(queries, keys)
+        return self._pool(keys, logits, keep)
 
-    def _jagged_forward(self, queries, keys, real) -> torch.Tensor:
-        """The tower on the real positions ``real = (rows, cols)`` only, in slices.
+    def _kernel_tower(self) -> tuple[list[torch.Tensor], list[int], str | None]:
+        """The tower as the kernel takes it: ``([V1, g1, b1, V2, ...], activation
+        codes, None)``, or ``([], [], why not)`` for a tower it cannot run."""
+        layers = self.compress_tower.plain_layers()
+        if layers is None:
+            return [], [], "the tower has batch normalisation"
+        weights, codes = [], []
+        for i, (dense, activation) in enumerate(layers):
+            if (
+                not dense.allow_kernel_norm
+                or dense.trainable_kernel_norm is None
+                or dense.bias is None
+            ):
+                return [], [], "the tower's denses need learnable weight norms and biases"
+            weights += [dense.kernel, dense.trainable_kernel_norm, dense.bias]
+            if i < len(layers) - 1:
+                name = _activations.kernel_name(activation)
+                if name is None:
+                    return [], [], f"tower activation {activation!r} has no kernel"
+                codes.append(_ops.ACTIVATIONS[name])
+        return weights, codes, None
 
-        The first layer per position p of row b: ``q_b @ (W1 + W3) + bias +
-        k_p @ (W2 - W3) + (k_p * q_b) @ W4`` (the factored form without
-        per-row kernels); pooled sums are accumulated with ``index_add``.
-        """
-        query_kernel, key_base, w4, bias = self._first_layer_blocks()
-        per_row = queries @ query_kernel
-        if bias is not None:
-            per_row = per_row + bias
-        batch, steps, width = keys.shape
-        summed = self.mode == "sum"
-        out = keys.new_zeros(batch, width) if summed else keys.new_zeros(batch * steps, width)
-        all_weights = []
-        for rows, cols in zip(*(part.split(POSITIONS_PER_CHUNK) for part in real), strict=True):
-            k = keys[rows, cols]  # (P, H)
-            first = torch.addmm(per_row.index_select(0, rows), k, key_base)
-            first = first.addmm(k * queries.index_select(0, rows), w4)
-            weights = self.compress_tower.run_from(first, 1)  # (P, 1)
-            if self.decay:
-                weights = weights / self.embed_dim**0.5
-            all_weights.append(weights)
-            if summed:
-                out.index_add_(0, rows, weights * k)
-            else:
-                out.index_add_(0, rows * steps + cols, weights * k)
-        if self._summary is not None:
-            dense = keys.new_zeros(batch, steps, 1)
-            dense[real] = torch.cat(all_weights)
-            self._summarize_histogram(f"{self.name}_attention_outputs", dense)
-        return out if summed else out.view(batch, steps, width)
-
-    def _pool(self, keys, weights, keep, summarize: bool = True):
-        """Scale, mask and apply the attention weights (rows, T, 1) to keys (rows, T, H)."""
+    def _pool(self, keys, weights, keep):
+        """Scale, mask and apply the attention weights (B, T, 1) to keys (B, T, H)."""
         if self.decay:
             weights = weights / self.embed_dim**0.5
         if keep is not None:
             weights = weights.masked_fill(~keep, 0.0)
-        if summarize and self._summary is not None:
+        if self._summary is not None:
             self._summarize_histogram(f"{self.name}_attention_outputs", weights)
         # A multiply and a reduction: faster than a batch of (1, T) @ (T, H)
         # matmuls, forward and backward.
-        out = (weights * keys).sum(dim=1) if self.mode == "sum" else keys * weights
-        return out, weights
+        return (weights * keys).sum(dim=1) if self.mode == "sum" else keys * weights
 
 
 class DIEN(Layer):
@@ -395,20 +359,15 @@ class DIEN(Layer):
         queries, keys, mask, lengths = _check_query_keys(
             self, queries, keys, self.num_units, self.input_dim, mask, lengths
         )
-        interests, _ = gru_sequence(self.gru_cell, keys, mask=mask, lengths=lengths)
+        # The padding, checked once above, travels as one mask to both recurrences.
         mask = padding_mask(mask, lengths, keys.shape[1])
+        zeros = keys.new_zeros(keys.shape[0], self.num_units)
+        interests, _ = run_gru(self.gru_cell, keys, zeros, mask)
         self._forward_losses = []
         if neg_keys is not None:
             self._forward_losses = [self.auxiliary_loss(interests, keys, neg_keys, mask)]
         scores = self.attention(queries, interests, mask)
-        _, final_state = dynamic_rnn_with_attention(
-            self.augru_cell,
-            interests,
-            scores,
-            mask=mask if lengths is None else None,
-            lengths=lengths,
-        )
-        return final_state
+        return run_attention_rnn(self.augru_cell, interests, scores, zeros, mask)[1]
 
     def auxiliary_loss(
         self,

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _interactions
+from . import _ops
+from . import activations as _activations
 from . import initializers as _initializers
 from . import regularizers as _regularizers
 from ._checks import (
@@ -27,7 +28,7 @@ from ._checks import (
     check_tensor,
     resolve,
 )
-from ._fused import fused_activation_name, is_tracing
+from ._ops import is_tracing
 from ._sequence import masked_softmax, zero_padded
 from .dense import KERNEL_NORM_EPSILON
 from .layer import Layer
@@ -89,8 +90,10 @@ class AutoInt(Layer):
         if mask is not None:
             present = check_mask(where, mask, x.shape[0], x.shape[1])  # (B, F)
             x = zero_padded(x, present)
-        out = _interactions.autoint_rounds(x, present, self.layer_num, self._divisor(x))
-        if out is None:
+        if _ops.use_kernel("autoint", x):
+            save = torch.is_grad_enabled() and x.requires_grad
+            out = _ops.autoint(x, present, self.layer_num, self._divisor(x), save)[0]
+        else:
             out = self._rounds(x, present)
         return merge_tensor_list(out, self.out_type, keep_list=self.keep_list)
 
@@ -445,8 +448,10 @@ class SeNet(Layer):
         if isinstance(embeds, torch.Tensor):
             embeds = check_shape(where, "embeds", embeds, (None, self.num_feature, None))
             self.check_input_dtype("embeds", embeds)
-            out = self._native_forward(embeds)
-            if out is None:
+            tower, unsupported = self._kernel_tower()
+            if _ops.use_kernel("senet", embeds, *tower, unsupported=unsupported):
+                out = _ops.senet(embeds, *tower, KERNEL_NORM_EPSILON)[0]
+            else:
                 # sum / E rather than mean: the backward then broadcasts instead
                 # of materialising a full-size gradient for the squeeze.
                 weights = self.excitation(embeds.sum(dim=2) / embeds.shape[2])
@@ -454,26 +459,24 @@ class SeNet(Layer):
             return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
         return self._forward_list(where, embeds)
 
-    def _native_forward(self, embeds: torch.Tensor) -> torch.Tensor | None:
-        """The whole layer in one native kernel, when the tower is absent or still
-        the one the constructor built (weight-normalised denses with biases, relu
-        then sigmoid); None where the kernel cannot run."""
-        tower = self.cmp_tower
-        if tower is None:
-            return _interactions.senet(embeds, None, KERNEL_NORM_EPSILON)
-        denses = (tower.dense_0, tower.dense_1)
-        if (
-            tower._stack != ["dense_0", "activation_0", "dense_1", "activation_1"]
-            or fused_activation_name(tower.activation_0) != "relu"
-            or fused_activation_name(tower.activation_1) != "sigmoid"
-            or any(
-                not d.allow_kernel_norm or d.trainable_kernel_norm is None or d.bias is None
-                for d in denses
-            )
+    def _kernel_tower(self) -> tuple[list[torch.Tensor | None], str | None]:
+        """``([V1, g1, b1, V2, g2, b2] or six Nones without a tower, None)`` for
+        the kernel, or ``([], why not)`` when the tower is no longer the one
+        the constructor built (weight-normalised denses with biases, relu
+        then sigmoid)."""
+        if self.cmp_tower is None:
+            return [None] * 6, None
+        layers = self.cmp_tower.plain_layers()
+        acts = None if layers is None else [_activations.kernel_name(a) for _, a in layers]
+        if acts != ["relu", "sigmoid"]:
+            return [], "the tower is not dense-relu-dense-sigmoid"
+        denses = [dense for dense, _ in layers]
+        if any(
+            not d.allow_kernel_norm or d.trainable_kernel_norm is None or d.bias is None
+            for d in denses
         ):
-            return None
-        weights = tuple(w for d in denses for w in (d.kernel, d.trainable_kernel_norm, d.bias))
-        return _interactions.senet(embeds, weights, KERNEL_NORM_EPSILON)
+            return [], "the tower's denses need learnable weight norms and biases"
+        return [w for d in denses for w in (d.kernel, d.trainable_kernel_norm, d.bias)], None
 
     def _forward_list(self, where: str, embeds: list[torch.Tensor]):
         if not isinstance(embeds, (list, tuple)):

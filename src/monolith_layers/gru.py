@@ -9,9 +9,9 @@ One step, with ``x`` (B, D), ``h`` (B, U), Keras gate order z, r, h::
     h' = z * h + (1 - z) * hh
 
 :func:`gru_sequence` runs it over (B, T, D) with an optional padding mask
-or lengths (a padded step keeps the state and outputs zeros); the fast paths
-are :mod:`monolith_layers._gru_scan` (padded batch, per-step history) and
-:mod:`monolith_layers._gru_packed` (real steps only, states only).
+or lengths (a padded step keeps the state and outputs zeros); its fast path
+is the operator ``torch.ops.monolith_layers.gru`` (real steps only; see
+:mod:`monolith_layers._ops.recurrences`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from typing import Any
 
 import torch
 
+from . import _ops
 from . import activations as _activations
 from ._checks import check_float, check_positive_int, check_shape, resolve
-from ._fused import fused_activation_name, use_fused_path
-from ._gru_packed import gru_packed
-from ._gru_scan import gru_scan
-from ._packing import plan_scan
 from ._sequence import check_sequence, padding_mask, step_loop, zero_padded
 from .layer import Layer, attach_activation
 
@@ -69,7 +66,7 @@ class KerasGRUCell(Layer):
         self.units = check_positive_int(where, "units", units)
         self.input_dim = check_positive_int(where, "input_dim", input_dim)
         gate = resolve(where, "recurrent_activation", _activations.get, recurrent_activation)
-        if _activations.name_of(gate) != "sigmoid" and fused_activation_name(gate) != "sigmoid":
+        if _activations.name_of(gate) != "sigmoid" and _activations.kernel_name(gate) != "sigmoid":
             raise ValueError(
                 f"{where}: recurrent_activation must be sigmoid, got {recurrent_activation!r}"
             )
@@ -93,7 +90,7 @@ class KerasGRUCell(Layer):
     def extra_repr(self) -> str:
         return (
             f"{self.input_dim}, {self.units}, "
-            f"fused_activation={fused_activation_name(self.activation) is not None}, "
+            f"kernel_activation={_activations.kernel_name(self.activation) is not None}, "
             f"name={self.name!r}"
         )
 
@@ -129,8 +126,8 @@ def gru_sequence(
     first ``lengths[b]`` steps of row b are real. A padded step keeps the
     state and outputs zeros, whatever the padded inputs hold, and costs
     nothing on the fast path (only real steps are computed). ``fast=False``
-    (or ``set_fused(False)``, or tracing) runs the plain step-by-step loop,
-    the reference the fast path is tested against.
+    (or ``set_fused(False)``, or TorchScript / ONNX export) runs the plain
+    step-by-step loop, the reference the fast path is tested against.
     """
     where = "gru_sequence"
     if not isinstance(cell, KerasGRUCell):
@@ -138,18 +135,29 @@ def gru_sequence(
     inputs, init_state, mask, lengths = check_sequence(
         where, inputs, cell.input_dim, cell.units, init_state, mask, cell.kernel.dtype, lengths
     )
+    return run_gru(cell, inputs, init_state, padding_mask(mask, lengths, inputs.shape[1]), fast)
+
+
+def run_gru(
+    cell: KerasGRUCell,
+    inputs: torch.Tensor,
+    init_state: torch.Tensor,
+    mask: torch.Tensor | None,
+    fast: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gru_sequence` on inputs already checked, ``mask`` (B, T) bool or None:
+    for layers that validated their padding once on entry (DIEN)."""
     batch, steps = inputs.shape[:2]
-    fused = fast and steps > 0 and use_fused_path(cell.activation, where)
-    if fused:
-        training = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (inputs, init_state, *cell.parameters())
+    act = _activations.kernel_name(cell.activation)
+    unsupported = None if act is not None else f"activation {cell.activation!r} has no kernel"
+    if (
+        fast
+        and batch
+        and steps
+        and _ops.use_kernel("gru", inputs, init_state, cell.kernel, unsupported=unsupported)
+    ):
+        return _ops.gru(
+            inputs, init_state, cell.kernel, cell.recurrent_kernel, cell.bias, mask, act
         )
-        packing = plan_scan(batch, steps, cell.units, mask, lengths, inputs.device, training)
-        if packing is not None:
-            act = fused_activation_name(cell.activation)
-            return gru_packed(cell, inputs, init_state, packing, act)
-    mask = padding_mask(mask, lengths, steps)
     inputs = zero_padded(inputs, mask)
-    if fused:
-        return gru_scan(cell, inputs, init_state, mask)
     return step_loop(lambda t, state: cell(inputs[:, t], state)[1], steps, init_state, mask)

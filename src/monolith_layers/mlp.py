@@ -158,6 +158,21 @@ class MLP(Layer):
             )
         return getattr(self, self._stack[index])
 
+    def plain_layers(self) -> list[tuple[Dense, nn.Module | None]] | None:
+        """``[(dense_i, activation after it or None), ...]`` in running order, or
+        None when batch norms sit in between: the form fused kernels take an
+        MLP in (DIN's tower, SeNet's)."""
+        layers: list[tuple[Dense, nn.Module | None]] = []
+        for attr in self._stack:
+            module = getattr(self, attr)
+            if isinstance(module, Dense):
+                layers.append((module, None))
+            elif isinstance(module, BatchNorm) or not layers or layers[-1][1] is not None:
+                return None
+            else:
+                layers[-1] = (layers[-1][0], module)
+        return layers
+
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, output_dims={self.output_dims}, name={self.name!r}"
 

@@ -99,12 +99,12 @@ class ModelConfig(JsonConfig):
         """Whether the model's layers have native (C++) fast paths to build:
         DIEN's recurrences, SeNet, AutoInt, and DIN with a tower activation
         its kernel knows."""
-        from .._native import ACTIVATIONS
+        from ..activations import kernel_name
 
         return (
             self.encoder == "dien"
             or self.transform in ("senet", "autoint")
-            or (self.encoder == "din" and self.attention_activation in ACTIVATIONS)
+            or (self.encoder == "din" and kernel_name(self.attention_activation) is not None)
         )
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The packed layout the fused recurrences run on: real steps only.
+"""The packed layout the recurrences run on: real steps only.
 
 Rows are sorted by length, longest first, and the real steps are laid out
 step after step (time-major): step t's block holds the ``n_t`` rows whose
@@ -19,17 +19,16 @@ time-major transpose, and packing is a copy, never a gather.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 
-# Rows of a time chunk (about this many elements per chunk buffer): the Python
-# step loops then work on buffers that stay in the CPU's cache. The native loops
-# do not revisit a chunk's buffers step after step, and gain more from fewer
+# Rows of a time chunk (about this many elements per chunk buffer): the C++
+# loops do not revisit a chunk's buffers step after step, and gain from fewer
 # chunks (fewer bulk ops): 1 << 18 ran DIEN fwd+bwd (U 32, T 50, 30 % real)
 # 1.25-1.35x faster than 1 << 16 at B = 256 and 1024; 1 << 20 was no better.
-CHUNK_ELEMENTS = 1 << 16
-CHUNK_ELEMENTS_NATIVE = 1 << 18
+CHUNK_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,11 +64,9 @@ class Packing:
     def prev_base(self, t: int) -> int:
         return 0 if t == 0 else self.batch + self.offsets[t - 1]
 
-    def chunks(self, width: int, native: bool = False) -> list[tuple[int, int]]:
-        """Consecutive step ranges ``(t0, t1)`` of about ``CHUNK_ELEMENTS / width`` rows
-        (``CHUNK_ELEMENTS_NATIVE`` for the native loops)."""
-        elements = CHUNK_ELEMENTS_NATIVE if native else CHUNK_ELEMENTS
-        limit = max(1, elements // max(1, width))
+    def chunks(self, width: int) -> list[tuple[int, int]]:
+        """Consecutive step ranges ``(t0, t1)`` of about ``CHUNK_ELEMENTS / width`` rows."""
+        limit = max(1, CHUNK_ELEMENTS // max(1, width))
         ranges, start = [], 0
         for t in range(1, len(self.sizes) + 1):
             if t == len(self.sizes) or self.offsets[t + 1] - self.offsets[start] > limit:
@@ -94,15 +91,6 @@ class Packing:
         rows = [(self.sizes[t], self.offsets[t] - r0) for t in range(t0, t1)]
         return torch.tensor(rows, dtype=torch.int64).view(-1, 2)
 
-    def steps_of(self, rows: torch.Tensor, t0: int, t1: int) -> tuple[torch.Tensor, ...]:
-        """``rows`` (the packed rows of steps t0 .. t1-1, and any trailing dims)
-        split into one view per step; views made in one call keep the loops lean."""
-        return rows.split(self.sizes[t0:t1])
-
-    def prefixes(self, buffer: torch.Tensor) -> dict[int, torch.Tensor]:
-        """``{n: buffer[:n]}`` for every step width n: the rows a step updates."""
-        return {n: buffer[:n] for n in set(self.sizes)}
-
     def prev_states(self, states: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
         """The states steps ``t0 .. t1-1`` read, row-aligned with their packed rows."""
         sizes = self.sizes
@@ -123,16 +111,22 @@ class Packing:
         return flat.index_select(0, self.src_index)
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        """(N, F) -> (B, T, F) with zeros at padded steps (differentiable)."""
+        """(N, F) -> (B, T, F), contiguous, with zeros at padded steps."""
         width = packed.shape[-1]
         if self.dense:
-            return packed.view(self.steps, self.batch, width).transpose(0, 1)
+            return packed.view(self.steps, self.batch, width).transpose(0, 1).contiguous()
         flat = packed.new_zeros(self.batch * self.steps, width)
         return flat.index_copy(0, self.src_index, packed).view(self.batch, self.steps, width)
 
     def sort_rows(self, values: torch.Tensor) -> torch.Tensor:
         """(B, ...) in original row order -> sorted row order."""
         return values if self.perm is None else values.index_select(0, self.perm)
+
+    def unsort_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, ...) in sorted row order -> original row order."""
+        if self.perm is None:
+            return values
+        return torch.empty_like(values).index_copy_(0, self.perm, values)
 
     def final_states(self, states: torch.Tensor) -> torch.Tensor:
         """(B, U): each original row's state after its last real step."""
@@ -194,56 +188,28 @@ def plan_packing(
     return Packing(batch, steps, sizes, tuple(offsets), perm, src_index, final_index)
 
 
-# The dense scans keep about 8U values per (step, row) for their backward;
-# past this many (T * B * U) a training call runs packed (states only) even
-# without padding. That bounds its memory, and at that size it is faster too.
-# DIEN fwd+bwd, U 32, full length, native loops, 2 CPU threads: dense was
-# faster at 1.6M (B=256, T=200: 105 against 109 ms; B=1024, T=50: 82 against
-# 92 ms), packed at 3.3M (B=512, T=200: 162 against 188 ms).
-DENSE_HISTORY_LIMIT = 1 << 21
-# Skipping padding pays once less than this share of the (B, T) slots is real:
-# for inference, and for training (whose packed backward recomputes the gates).
-# Measured with the native loops, DIEN U 32 on 2 CPU threads, A/B in one
-# process: training runs packed whenever there is padding at all (fwd+bwd at
-# 67 % real, B = 1024, T = 50: 66-72 ms packed against 82-91 dense; at 80-90 %
-# real packed was as fast or faster at B = 256 and 1024, T = 50 and 200).
-# Inference from 64 rows up runs packed whenever there is padding (no_grad
-# DIEN forward at 90 % real: B = 64, T = 200 5.4 ms packed against 9.3 dense;
-# B = 256, T = 50 4.5 against 8.0; B = 1024, T = 50 16.1 against 17.5), below
-# that only under 75 % real: with few rows the dense scan was 10-20 % faster
-# at 90 % real (B = 16, T = 50: 0.85 against 1.05 ms). Without padding it
-# stays dense (5 % faster for the AGRU recurrence at B = 256, T = 50).
-PACKED_FILL = 0.75
-PACKED_FILL_TRAINING = 1.0
-PACKED_BATCH_INFERENCE = 64
+_recent: list[tuple[weakref.ref, tuple[int, int, int], Packing]] = []
+_RECENT = 4
 
 
-def plan_scan(
-    batch: int,
-    steps: int,
-    units: int,
-    mask: torch.Tensor | None,
-    lengths: torch.Tensor | None,
-    device: torch.device,
-    keeps_history: bool,
-) -> Packing | None:
-    """The packing a recurrence runs on, or None for the dense (history-keeping) scan.
+def plan(
+    mask: torch.Tensor | None, batch: int, steps: int, device: torch.device | None = None
+) -> Packing:
+    """The packing of a (B, T) batch with a bool ``mask`` (None: every step real).
 
-    Training (``keeps_history``): dense without padding while the per-step
-    history stays under ``DENSE_HISTORY_LIMIT``, else packed. Inference:
-    packed from ``PACKED_BATCH_INFERENCE`` rows up whenever there is padding,
-    with fewer rows under ``PACKED_FILL`` real slots; dense otherwise.
+    Planned once per mask: DIEN's GRU and AGRU and both their backwards read
+    the same mask tensor, so the last few plans are kept, keyed by the mask
+    object itself (a weak reference, so a freed mask's plan is never reused
+    for a new tensor at the same address) and its version counter (an
+    in-place change to the mask plans anew).
     """
-    history_too_big = keeps_history and steps * batch * units > DENSE_HISTORY_LIMIT
-    if not history_too_big:
-        # Count the real slots before building any index: the dense scan needs none.
-        real = batch * steps if mask is None and lengths is None else None
-        if real is None:
-            real = int(mask.sum() if mask is not None else lengths.sum())
-        if keeps_history or batch >= PACKED_BATCH_INFERENCE:
-            fill = PACKED_FILL_TRAINING
-        else:
-            fill = PACKED_FILL
-        if real >= fill * batch * steps:
-            return None
-    return plan_packing(batch, steps, mask, lengths, device)
+    if mask is None:
+        return dense_packing(batch, steps, device)
+    key = (batch, steps, mask._version)
+    for ref, seen, packing in _recent:
+        if ref() is mask and seen == key:
+            return packing
+    packing = plan_packing(batch, steps, mask)
+    _recent.insert(0, (weakref.ref(mask), key, packing))
+    del _recent[_RECENT:]
+    return packing

@@ -1,8 +1,8 @@
-"""The native (C++) kernels, built on first use.
+"""Building and loading the C++ kernels behind the operators.
 
-``csrc/recurrences.cpp`` runs the per-step work of :mod:`._gru_scan` and
-:mod:`._agru_scan` (a step's matmuls plus one pass over its elementwise work)
-without a Python round trip per tensor op; ``csrc/din.cpp`` runs DIN's tower
+``csrc/recurrences.cpp`` runs the recurrences' time loops (a step's matmuls
+plus one pass over its elementwise work) without a Python round trip per
+tensor op; ``csrc/din.cpp`` runs DIN's tower
 and pooling, and ``csrc/interactions.cpp`` AutoInt's rounds and the whole of
 SeNet, a batch row (or a block of rows) at a time in cache. The sources in
 ``csrc/`` are compiled once per environment (torch installation and CPU) with
@@ -20,7 +20,6 @@ whether the fused paths run at all.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -33,10 +32,8 @@ from types import ModuleType
 
 import torch
 
-from ._fused import fast_paths_on
-from ._switch import ProcessSwitch
+from .switch import ENV_VAR, switch_on
 
-ENV_VAR = "MONOLITH_LAYERS_NATIVE"
 SOURCES = Path(__file__).with_name("csrc")
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 if platform.machine().lower() in ("x86_64", "amd64"):
@@ -48,20 +45,9 @@ ACTIVATIONS = {"tanh": 0, "sigmoid": 1, "relu": 2, "linear": 3}
 MODES = {"none": 0, "AGRU": 1, "AUGRU": 2}
 
 _log = logging.getLogger(__name__)
-_SWITCH = ProcessSwitch("set_native", ENV_VAR)
 _module: ModuleType | None = None
 _failed = False
 _LOCK = threading.Lock()
-
-
-def set_native(enabled: bool) -> bool:
-    """Use (True) or skip (False) the native kernels; returns the old setting."""
-    return _SWITCH.set(enabled)
-
-
-def native(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """``with native(False): ...`` runs a block without the native kernels."""
-    return _SWITCH.scoped(enabled)
 
 
 def _cpu_name() -> str:
@@ -121,11 +107,6 @@ def _source_copies(folder: Path) -> list[Path]:
     return sorted(path for path in copies.iterdir() if path.suffix == ".cpp")
 
 
-def switched_on() -> bool:
-    """The native kernels are switched on (``set_native`` / the environment variable)."""
-    return _SWITCH.enabled
-
-
 def _build_folder() -> tuple[str, Path]:
     from torch.utils import cpp_extension
 
@@ -137,7 +118,7 @@ def _build_folder() -> tuple[str, Path]:
 def build_pending() -> bool:
     """True when the next use of the kernels would compile them: switched on, not
     loaded yet, not failed before, and not in the extension cache."""
-    if not _SWITCH.enabled or _failed or _module is not None:
+    if not switch_on() or _failed or _module is not None:
         return False
     name, folder = _build_folder()
     return not (folder / f"{name}.so").exists()
@@ -150,7 +131,7 @@ def kernels(announce: bool = True) -> ModuleType | None:
     as the CLI's build step, pass False).
     """
     global _module, _failed
-    if not _SWITCH.enabled or _failed:
+    if _failed:
         return None
     with _LOCK:  # one build per process, whichever thread asks first
         if _module is None and not _failed:
@@ -209,16 +190,11 @@ def build_location() -> Path:
     return _build_folder()[1]
 
 
-def usable(*tensors: torch.Tensor | None) -> ModuleType | None:
-    """The kernels if they can run on these tensors (CPU, float32 / float64), else None."""
-    dtypes = {t.dtype for t in tensors if t is not None}
-    devices = {t.device.type for t in tensors if t is not None}
-    if devices != {"cpu"} or len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.float64):
-        return None
-    return kernels()
+def loaded() -> bool:
+    """The kernels are loaded in this process (no build or lock needed to use them)."""
+    return _module is not None
 
 
-def fast_kernels(*tensors: torch.Tensor | None) -> ModuleType | None:
-    """:func:`usable`, for a layer whose only fast path is native: None also
-    when the fast paths are switched off or a tracer is running."""
-    return usable(*tensors) if fast_paths_on() else None
+def failed() -> bool:
+    """A build was tried in this process and failed."""
+    return _failed

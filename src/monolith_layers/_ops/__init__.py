@@ -1,0 +1,65 @@
+"""The fast path: every kernel a registered operator, in this one subpackage.
+
+The layers call one function per operator (``torch.ops.monolith_layers.*``):
+
+=====================  ===============================================  ==========================
+operator               computes                                         called by
+=====================  ===============================================  ==========================
+``gru``                Keras GRU over real steps                        ``gru_sequence``, DIEN
+``agru``               AGRU / AUGRU / plain update over real steps      ``dynamic_rnn_with_attention``, DIEN
+``din_attention``      DIN's tower and pooling over real keys           ``DIN``
+``autoint``            AutoInt's attention rounds                       ``AutoInt``
+``senet``              SeNet's squeeze, excitation and scaling          ``SeNet``
+=====================  ===============================================  ==========================
+
+each with a ``*_backward`` operator registered as its autograd formula and
+a fake implementation for shapes, so ``torch.compile(fullgraph=True)`` and
+``torch.export`` see one opaque call per layer. A layer asks
+:func:`use_kernel` first; when it says no (switched off, TorchScript / ONNX
+export, autocast, not CPU float32 / float64, kernels unbuildable) the layer
+runs its reference tensor ops. Nothing here imports a layer.
+"""
+
+from __future__ import annotations
+
+from .build import ACTIVATIONS, build_location, build_native, build_pending
+from .din import din_attention
+from .interactions import autoint, senet
+from .recurrences import agru, gru
+from .registry import HAS_CUSTOM_OPS, use_kernel
+from .switch import (
+    ENV_VAR,
+    autocasting,
+    fused,
+    fused_enabled,
+    is_jit_tracing,
+    is_tracing,
+    native,
+    set_fused,
+    set_native,
+    which_paths,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENV_VAR",
+    "HAS_CUSTOM_OPS",
+    "agru",
+    "autocasting",
+    "autoint",
+    "build_location",
+    "build_native",
+    "build_pending",
+    "din_attention",
+    "fused",
+    "fused_enabled",
+    "gru",
+    "is_jit_tracing",
+    "is_tracing",
+    "native",
+    "senet",
+    "set_fused",
+    "set_native",
+    "use_kernel",
+    "which_paths",
+]

@@ -1,0 +1,124 @@
+"""DIN's attention pooling as an operator: ``monolith_layers::din_attention``.
+
+The kernel (``csrc/din.cpp``) runs the tower and the pooling one batch row
+at a time, reading only the row's real keys, and keeps for the backward the
+hidden activations of the real positions only. The tower arrives as its raw
+weights (V, g, b per dense layer): the kernel applies their weight norm
+itself and returns their gradients. :class:`~monolith_layers.DIN`'s tensor-op
+form is the reference it is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .registry import define, refuse_double_backward, require_kernels
+
+
+def din_attention_impl(
+    queries: Tensor,
+    keys: Tensor,
+    mask: Tensor | None,
+    tower: list[Tensor],
+    activations: list[int],
+    sum_mode: bool,
+    decay: float,
+    eps: float,
+    save: bool,
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """queries (B, H), keys (B, T, H), mask (B, T) bool or None, tower [V1, g1, b1,
+    V2, ...] (the first layer reads 4H inputs, the last has one unit), one
+    activation code per hidden layer -> (out (B, H) when ``sum_mode`` else
+    (B, T, H), attention weights (B, T) after ``decay``, zero at padding,
+    and when ``save`` each hidden layer's activations at the P real positions
+    (P, h_l), else [])."""
+    kernels = require_kernels("din_attention")
+    out, weights, *hidden = kernels.din_forward(
+        queries.contiguous(),
+        keys.contiguous(),
+        None if mask is None else mask.contiguous(),
+        list(tower),
+        list(activations),
+        sum_mode,
+        decay,
+        eps,
+        save,
+    )
+    return out, weights, hidden
+
+
+def din_attention_fake(queries, keys, mask, tower, activations, sum_mode, decay, eps, save):
+    batch, steps, width = keys.shape
+    out = keys.new_empty(batch, width) if sum_mode else torch.empty_like(keys)
+    hidden = []
+    if save:
+        real = batch * steps if mask is None else torch.library.get_ctx().new_dynamic_size()
+        hidden = [keys.new_empty(real, v.shape[1]) for v in tower[0:-3:3]]
+    return out, keys.new_empty(batch, steps), hidden
+
+
+def din_attention_backward_impl(
+    d_out: Tensor,
+    queries: Tensor,
+    keys: Tensor,
+    mask: Tensor | None,
+    tower: list[Tensor],
+    activations: list[int],
+    sum_mode: bool,
+    decay: float,
+    eps: float,
+    weights: Tensor,
+    hidden: list[Tensor],
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """(d_queries, d_keys, [dV1, dg1, db1, ...]) from what the forward saved."""
+    kernels = require_kernels("din_attention")
+    d_queries, d_keys, *d_tower = kernels.din_backward(
+        d_out.contiguous(),
+        queries.contiguous(),
+        keys.contiguous(),
+        None if mask is None else mask.contiguous(),
+        list(tower),
+        list(activations),
+        sum_mode,
+        decay,
+        eps,
+        weights,
+        list(hidden),
+        True,
+        True,
+    )
+    return d_queries, d_keys, d_tower
+
+
+def din_attention_backward_fake(d_out, queries, keys, mask, tower, *_):
+    return torch.empty_like(queries), torch.empty_like(keys), [torch.empty_like(t) for t in tower]
+
+
+def _setup(ctx, inputs, output) -> None:
+    queries, keys, mask, tower, activations, sum_mode, decay, eps, save = inputs
+    out, weights, hidden = output
+    ctx.save_for_backward(queries, keys, mask, weights, *tower, *hidden)
+    ctx.layers, ctx.options = len(tower), (list(activations), sum_mode, decay, eps)
+    ctx.saved = save
+
+
+def _backward(ctx, d_out, _d_weights, _d_hidden):
+    refuse_double_backward("DIN")
+    if not ctx.saved:
+        raise RuntimeError("DIN: the forward ran without saving for a backward (save=False)")
+    queries, keys, mask, weights, *rest = ctx.saved_tensors
+    tower, hidden = rest[: ctx.layers], rest[ctx.layers :]
+    d_queries, d_keys, d_tower = din_attention_backward(
+        d_out, queries, keys, mask, tower, *ctx.options, weights, hidden
+    )
+    # The gradient's structure must be the inputs': torch treats a list of ints
+    # as one leaf, and an empty list as an empty list.
+    no_grad_codes = None if ctx.options[0] else []
+    return d_queries, d_keys, None, d_tower, no_grad_codes, None, None, None, None
+
+
+din_attention = define("din_attention", din_attention_impl, din_attention_fake, _setup, _backward)
+din_attention_backward = define(
+    "din_attention_backward", din_attention_backward_impl, din_attention_backward_fake
+)

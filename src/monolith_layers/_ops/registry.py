@@ -1,0 +1,125 @@
+"""How an operator is defined, and when a layer may call one.
+
+:func:`define` registers ``monolith_layers::<name>`` with
+``torch.library.custom_op`` (torch >= 2.4): the schema comes from the
+implementation's type hints, the fake implementation gives the shapes to
+``torch.compile`` / ``torch.export``, and the backward, when given, is
+registered with ``register_autograd`` (it calls another operator, so a
+compiled backward sees one opaque call too). The implementation is the one
+for every device; a GPU implementation would be added to the same operator
+with ``register_kernel``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from . import build
+from .switch import autocasting, compiling, is_jit_tracing, record, switch_on
+
+NAMESPACE = "monolith_layers"
+HAS_CUSTOM_OPS = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def define(
+    name: str,
+    impl: Callable[..., Any],
+    fake: Callable[..., Any],
+    setup_context: Callable[..., None] | None = None,
+    backward: Callable[..., Any] | None = None,
+) -> Callable[..., Any]:
+    """``torch.ops.monolith_layers.<name>``, or ``impl`` itself on a torch without custom ops
+    (the layers then never call it: :func:`blocked` says so)."""
+    if not HAS_CUSTOM_OPS:  # pragma: no cover - torch < 2.4
+        return impl
+    op = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=())(impl)
+    op.register_fake(fake)
+    if backward is not None:
+        op.register_autograd(backward, setup_context=setup_context)
+    return op
+
+
+@torch.compiler.assume_constant_result
+def blocked() -> str | None:
+    """Why no operator may run here, or None. Read once per trace under a compiler."""
+    if not HAS_CUSTOM_OPS:
+        return "torch < 2.4 has no torch.library.custom_op"
+    if not switch_on():
+        return "switched off (set_fused / fused / MONOLITH_LAYERS_FUSED)"
+    if is_jit_tracing():
+        return "TorchScript or ONNX export (the reference is what they record)"
+    if autocasting():
+        return "autocast (the kernels keep one dtype)"
+    if not build.loaded() and build.kernels() is None:
+        return "the C++ kernels could not be built"
+    return None
+
+
+def use_kernel(op: str, *tensors: torch.Tensor | None, unsupported: str | None = None) -> bool:
+    """Whether the layer calling ``op`` on these tensors runs the operator.
+
+    Needs: the switch on, no TorchScript / ONNX tracer, no autocast, the
+    kernels built (building them on first use), every tensor on the CPU in
+    one dtype, float32 or float64, and ``unsupported`` (the caller's own
+    reason, e.g. an activation the kernel lacks) None. The path taken is
+    recorded for :func:`~monolith_layers.which_paths`.
+    """
+    reason = unsupported or _tensor_reason(tensors) or blocked()
+    record(op, "kernel" if reason is None else f"reference: {reason}")
+    if unsupported is not None and not compiling():
+        _warn_once(op, unsupported)
+    return reason is None
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+@torch.compiler.disable
+def _warn_once(op: str, reason: str) -> None:
+    """A layer built in a way the kernels do not cover is told so once: it runs
+    the slower reference computation (results are the same)."""
+    if (op, reason) not in _warned:
+        _warned.add((op, reason))
+        warnings.warn(
+            f"monolith_layers::{op}: {reason}; running the reference tensor ops", stacklevel=4
+        )
+
+
+def _tensor_reason(tensors) -> str | None:
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" for t in present):
+        return "not on the CPU (no GPU implementation yet)"
+    dtypes = {t.dtype for t in present}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in KERNEL_DTYPES:
+        return "not one float32 / float64 dtype"
+    return None
+
+
+def require_kernels(op: str) -> ModuleType:
+    """The loaded kernels, for an operator's implementation (an exported program
+    run where they cannot be built gets this error, not a wrong result)."""
+    kernels = build.kernels(announce=not compiling())
+    if kernels is None:
+        raise RuntimeError(
+            f"monolith_layers::{op}: the C++ kernels are not available here (no compiler, or "
+            "MONOLITH_LAYERS_FUSED=0 at build time); run `monolith-layers build-kernels`, or "
+            "export the model with monolith_layers.fused(False) for a program of plain tensor ops"
+        )
+    return kernels
+
+
+def refuse_double_backward(where: str) -> None:
+    """Called first in a hand-written backward: a graph of the backward itself
+    (``create_graph=True``, for a double backward) is not supported."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{where}: the fast path's hand-written backward is not twice "
+            "differentiable (create_graph=True / double backward); switch the fast "
+            "path off with monolith_layers.set_fused(False) for higher-order gradients"
+        )
