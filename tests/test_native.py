@@ -332,3 +332,50 @@ def test_which_paths_names_the_reason_for_the_reference():
         gru = KerasGRUCell(3, input_dim=2, dtype=torch.bfloat16)
         gru_sequence(gru, x.to(torch.bfloat16))
     assert ran == [("gru", "reference: not one float32 / float64 dtype")]
+
+
+def _din_args(activation_codes, mask_kind="holes"):
+    g = torch.Generator().manual_seed(5)
+    f64 = dict(generator=g, dtype=torch.float64)
+    batch, steps, width = 3, 5, 4
+    widths = [4 * width, 6, *([3] if len(activation_codes) > 1 else []), 1]
+    tower = []
+    for fan_in, fan_out in zip(widths, widths[1:], strict=False):
+        tower += [torch.randn(fan_in, fan_out, **f64), torch.rand(fan_out, **f64) + 0.5]
+        tower.append(torch.randn(fan_out, **f64))
+    slopes = [
+        torch.randn(widths[i + 1], **f64) if code == 4 else torch.empty(0, dtype=torch.float64)
+        for i, code in enumerate(activation_codes)
+    ]
+    queries, keys = torch.randn(batch, width, **f64), torch.randn(batch, steps, width, **f64)
+    mask = _mask(mask_kind, batch, steps, g)
+    for t in (queries, keys, *tower, *(s for s in slopes if s.numel())):
+        t.requires_grad_()
+    return (queries, keys, mask, tower, list(activation_codes), slopes, True, 2.0, 1e-6, True)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "op, args",
+    [
+        ("din_attention", _din_args([2])),
+        ("din_attention", _din_args([4, 0], "none")),
+        (
+            "autoint",
+            (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True), None, 2, 2.0, True),
+        ),
+        (
+            "senet",
+            (
+                torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True),
+                *(
+                    torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+                    for shape in ((4, 2), (2,), (2,), (2, 4), (4,), (4,))
+                ),
+                1e-6,
+            ),
+        ),
+    ],
+)
+def test_layer_operators_pass_torch_library_opcheck(op, args):
+    torch.library.opcheck(getattr(OPS, op), args)

@@ -84,7 +84,7 @@ def _native_and_reference(**case):
     width=st.integers(1, 9),
     # widths around the 16 / 8 / 4-column blocks and the single-column tail
     units=st.sampled_from([[1], [4, 1], [17, 9, 1], [5, 3, 1], [24, 1]]),
-    activation=st.sampled_from(["relu", "sigmoid", "tanh", None]),
+    activation=st.sampled_from(["relu", "sigmoid", "tanh", "prelu", None]),
     mode=st.sampled_from(["sum", "elementwise"]),
     decay=st.booleans(),
     mask_kind=st.sampled_from(["none", "holes", "ragged"]),
@@ -96,14 +96,15 @@ def test_din_kernel_equals_the_reference(**case):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_din_kernel_in_float32_is_within_rounding():
+@pytest.mark.parametrize("activation", ["relu", "prelu"])
+def test_din_kernel_in_float32_is_within_rounding(activation):
     case = dict(
         seed=5,
         batch=64,
         steps=50,
         width=32,
         units=[80, 40, 1],
-        activation="relu",
+        activation=activation,
         mode="sum",
         decay=False,
         mask_kind="ragged",
@@ -115,9 +116,13 @@ def test_din_kernel_in_float32_is_within_rounding():
     assert_within_float32_rounding(native, reference, exact)
 
 
-def test_din_kernel_gradcheck():
+@pytest.mark.parametrize("activation", ["tanh", "prelu"])
+def test_din_kernel_gradcheck(activation):
     g = torch.Generator().manual_seed(0)
-    layer = DIN([5, 3, 1], activation="tanh", embed_dim=4, dtype=torch.float64)
+    layer = DIN([5, 3, 1], activation=activation, embed_dim=4, dtype=torch.float64)
+    with torch.no_grad():  # PReLU slopes of both signs (they start at zero)
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
     names = [name for name, _ in layer.named_parameters()]
     weights = [p.detach().clone().requires_grad_() for p in layer.parameters()]
     queries = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -170,11 +175,24 @@ def test_din_with_a_tower_the_kernel_does_not_know_runs_the_tensor_ops(change):
         torch.testing.assert_close(out, layer(queries, keys), rtol=1e-12, atol=1e-12)
 
 
-def test_din_prelu_tower_runs_the_tensor_ops():
-    layer = DIN([4, 1], activation="prelu", embed_dim=3)
+def test_din_prelu_tower_runs_the_kernel():
+    # The CTR model's DIN tower: PReLU with zero slopes at first, where the
+    # slopes' gradient needs the pre-activations (the outputs are all zero there).
+    layer = DIN([4, 1], activation="prelu", embed_dim=3, dtype=torch.float64)
+    queries, keys = (
+        torch.randn(2, 3, dtype=torch.float64),
+        torch.randn(2, 5, 3, dtype=torch.float64),
+    )
     with _counting_kernel_calls() as calls:
-        layer(torch.randn(2, 3), torch.randn(2, 5, 3))
-    assert not calls
+        out = layer(queries, keys)
+        (got,) = torch.autograd.grad(out.sum(), [layer.compress_tower.activation_0.alpha])
+    assert calls
+    with fused(False):
+        want_out = layer(queries, keys)
+        (want,) = torch.autograd.grad(want_out.sum(), [layer.compress_tower.activation_0.alpha])
+    torch.testing.assert_close(out, want_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert got.abs().sum() > 0
 
 
 def test_din_kernel_refuses_double_backward():

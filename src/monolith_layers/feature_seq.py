@@ -186,11 +186,12 @@ class DIN(Layer):
             self, queries, keys, self.embed_dim, self.embed_dim, mask, lengths
         )
         mask = padding_mask(mask, lengths, keys.shape[1])
-        tower, codes, unsupported = self._kernel_tower()
+        tower, codes, slopes, unsupported = self._kernel_tower()
         if keys.shape[1] and _ops.use_kernel(
-            "din_attention", queries, keys, *tower, unsupported=unsupported
+            "din_attention", queries, keys, *tower, *slopes, unsupported=unsupported
         ):
-            save = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, *tower))
+            inputs = (queries, keys, *tower, *slopes)
+            save = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
             decay = self.embed_dim**0.5 if self.decay else 1.0
             out, weights, _ = _ops.din_attention(
                 queries,
@@ -198,6 +199,7 @@ class DIN(Layer):
                 mask,
                 tower,
                 codes,
+                slopes,
                 self.mode == "sum",
                 decay,
                 KERNEL_NORM_EPSILON,
@@ -214,27 +216,34 @@ class DIN(Layer):
             logits = self.attention_logits_reference(queries, keys)
         return self._pool(keys, logits, keep)
 
-    def _kernel_tower(self) -> tuple[list[torch.Tensor], list[int], str | None]:
+    def _kernel_tower(self) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor], str | None]:
         """The tower as the kernel takes it: ``([V1, g1, b1, V2, ...], activation
-        codes, None)``, or ``([], [], why not)`` for a tower it cannot run."""
+        codes, PReLU slopes (empty for other layers), None)``, or ``([], [], [],
+        why not)`` for a tower it cannot run."""
         layers = self.compress_tower.plain_layers()
         if layers is None:
-            return [], [], "the tower has batch normalisation"
-        weights, codes = [], []
+            return [], [], [], "the tower has batch normalisation"
+        weights, codes, slopes = [], [], []
         for i, (dense, activation) in enumerate(layers):
             if (
                 not dense.allow_kernel_norm
                 or dense.trainable_kernel_norm is None
                 or dense.bias is None
             ):
-                return [], [], "the tower's denses need learnable weight norms and biases"
+                return [], [], [], "the tower's denses need learnable weight norms and biases"
             weights += [dense.kernel, dense.trainable_kernel_norm, dense.bias]
-            if i < len(layers) - 1:
-                name = _activations.kernel_name(activation)
-                if name is None:
-                    return [], [], f"tower activation {activation!r} has no kernel"
-                codes.append(_ops.ACTIVATIONS[name])
-        return weights, codes, None
+            if i == len(layers) - 1:
+                break
+            if isinstance(activation, _activations.PReLU):
+                codes.append(_ops.DIN_ACTIVATIONS["prelu"])
+                slopes.append(activation.alpha)
+                continue
+            name = _activations.kernel_name(activation)
+            if name is None:
+                return [], [], [], f"tower activation {activation!r} has no kernel"
+            codes.append(_ops.DIN_ACTIVATIONS[name])
+            slopes.append(dense.bias.new_empty(0))
+        return weights, codes, slopes, None
 
     def _pool(self, keys, weights, keep):
         """Scale, mask and apply the attention weights (B, T, 1) to keys (B, T, H)."""

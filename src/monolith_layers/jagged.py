@@ -77,6 +77,8 @@ def as_jagged(value: Any) -> Jagged | None:
     """A :class:`Jagged` for a Jagged or a TorchRec ``JaggedTensor``; None for anything else."""
     if isinstance(value, Jagged):
         return value
+    if isinstance(value, torch.Tensor):  # a padded tensor (and quick for tracers to see)
+        return None
     if callable(getattr(value, "values", None)) and callable(getattr(value, "lengths", None)):
         return Jagged(value.values(), value.lengths())
     return None

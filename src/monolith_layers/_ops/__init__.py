@@ -23,6 +23,7 @@ runs its reference tensor ops. Nothing here imports a layer.
 from __future__ import annotations
 
 from .build import ACTIVATIONS, build_location, build_native, build_pending
+from .din import ACTIVATIONS as DIN_ACTIVATIONS
 from .din import din_attention
 from .interactions import autoint, senet
 from .recurrences import agru, gru
@@ -42,6 +43,7 @@ from .switch import (
 
 __all__ = [
     "ACTIVATIONS",
+    "DIN_ACTIVATIONS",
     "ENV_VAR",
     "HAS_CUSTOM_OPS",
     "agru",

@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .build import ACTIVATIONS as _SHARED_ACTIVATIONS
 from .registry import define, refuse_double_backward, require_kernels
+
+# The tower activations the kernel knows: the recurrences' four, and PReLU
+# (csrc/din.cpp's kPrelu), whose slopes arrive beside the tower.
+ACTIVATIONS = {**_SHARED_ACTIVATIONS, "prelu": 4}
 
 
 def din_attention_impl(
@@ -22,6 +27,7 @@ def din_attention_impl(
     mask: Tensor | None,
     tower: list[Tensor],
     activations: list[int],
+    slopes: list[Tensor],
     sum_mode: bool,
     decay: float,
     eps: float,
@@ -29,7 +35,8 @@ def din_attention_impl(
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
     """queries (B, H), keys (B, T, H), mask (B, T) bool or None, tower [V1, g1, b1,
     V2, ...] (the first layer reads 4H inputs, the last has one unit), one
-    activation code per hidden layer -> (out (B, H) when ``sum_mode`` else
+    activation code per hidden layer (:data:`ACTIVATIONS`) and one slopes
+    tensor per hidden layer (a PReLU layer's alpha (h_l), else empty) -> (out (B, H) when ``sum_mode`` else
     (B, T, H), attention weights (B, T) after ``decay``, zero at padding,
     and when ``save`` each hidden layer's activations at the P real positions
     (P, h_l), else [])."""
@@ -40,6 +47,7 @@ def din_attention_impl(
         None if mask is None else mask.contiguous(),
         list(tower),
         list(activations),
+        list(slopes),
         sum_mode,
         decay,
         eps,
@@ -48,7 +56,7 @@ def din_attention_impl(
     return out, weights, hidden
 
 
-def din_attention_fake(queries, keys, mask, tower, activations, sum_mode, decay, eps, save):
+def din_attention_fake(queries, keys, mask, tower, activations, slopes, sum_mode, decay, eps, save):
     batch, steps, width = keys.shape
     out = keys.new_empty(batch, width) if sum_mode else torch.empty_like(keys)
     hidden = []
@@ -65,21 +73,24 @@ def din_attention_backward_impl(
     mask: Tensor | None,
     tower: list[Tensor],
     activations: list[int],
+    slopes: list[Tensor],
     sum_mode: bool,
     decay: float,
     eps: float,
     weights: Tensor,
     hidden: list[Tensor],
-) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """(d_queries, d_keys, [dV1, dg1, db1, ...]) from what the forward saved."""
+) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+    """(d_queries, d_keys, [dV1, dg1, db1, ...], [d_slopes per hidden layer]) from
+    what the forward saved."""
     kernels = require_kernels("din_attention")
-    d_queries, d_keys, *d_tower = kernels.din_backward(
+    d_queries, d_keys, *d_weights = kernels.din_backward(
         d_out.contiguous(),
         queries.contiguous(),
         keys.contiguous(),
         None if mask is None else mask.contiguous(),
         list(tower),
         list(activations),
+        list(slopes),
         sum_mode,
         decay,
         eps,
@@ -88,18 +99,20 @@ def din_attention_backward_impl(
         True,
         True,
     )
-    return d_queries, d_keys, d_tower
+    return d_queries, d_keys, d_weights[: len(tower)], d_weights[len(tower) :]
 
 
-def din_attention_backward_fake(d_out, queries, keys, mask, tower, *_):
-    return torch.empty_like(queries), torch.empty_like(keys), [torch.empty_like(t) for t in tower]
+def din_attention_backward_fake(d_out, queries, keys, mask, tower, activations, slopes, *_):
+    like = [torch.empty_like(t) for t in tower], [torch.empty_like(t) for t in slopes]
+    return torch.empty_like(queries), torch.empty_like(keys), *like
 
 
 def _setup(ctx, inputs, output) -> None:
-    queries, keys, mask, tower, activations, sum_mode, decay, eps, save = inputs
+    queries, keys, mask, tower, activations, slopes, sum_mode, decay, eps, save = inputs
     out, weights, hidden = output
-    ctx.save_for_backward(queries, keys, mask, weights, *tower, *hidden)
-    ctx.layers, ctx.options = len(tower), (list(activations), sum_mode, decay, eps)
+    ctx.save_for_backward(queries, keys, mask, weights, *tower, *slopes, *hidden)
+    ctx.layers, ctx.hidden_layers = len(tower), len(slopes)
+    ctx.options = list(activations), sum_mode, decay, eps
     ctx.saved = save
 
 
@@ -108,14 +121,16 @@ def _backward(ctx, d_out, _d_weights, _d_hidden):
     if not ctx.saved:
         raise RuntimeError("DIN: the forward ran without saving for a backward (save=False)")
     queries, keys, mask, weights, *rest = ctx.saved_tensors
-    tower, hidden = rest[: ctx.layers], rest[ctx.layers :]
-    d_queries, d_keys, d_tower = din_attention_backward(
-        d_out, queries, keys, mask, tower, *ctx.options, weights, hidden
+    tower, rest = rest[: ctx.layers], rest[ctx.layers :]
+    slopes, hidden = rest[: ctx.hidden_layers], rest[ctx.hidden_layers :]
+    codes, sum_mode, decay, eps = ctx.options
+    d_queries, d_keys, d_tower, d_slopes = din_attention_backward(
+        d_out, queries, keys, mask, tower, codes, slopes, sum_mode, decay, eps, weights, hidden
     )
     # The gradient's structure must be the inputs': torch treats a list of ints
     # as one leaf, and an empty list as an empty list.
     no_grad_codes = None if ctx.options[0] else []
-    return d_queries, d_keys, None, d_tower, no_grad_codes, None, None, None, None
+    return d_queries, d_keys, None, d_tower, no_grad_codes, d_slopes, None, None, None, None
 
 
 din_attention = define("din_attention", din_attention_impl, din_attention_fake, _setup, _backward)

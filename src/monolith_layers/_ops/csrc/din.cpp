@@ -8,6 +8,7 @@
 //   layer 1: z_t = q (W1 + W3) + b1 + k_t A_b,  A_b = (W2 - W3) + diag(q) W4,
 //            the factored form of [q, k, q - k, q * k] W (feature_seq.DIN);
 //   layer l: z = act(z_prev) K_l + b_l, the last of width 1: the logits w_t;
+//            act may be PReLU, max(z, 0) + alpha min(z, 0) with alpha per unit;
 //   w_t /= sqrt(H) with decay;  out = sum_t w_t k_t ('sum') or k_t w_t.
 // The tower's kernels are weight-normalised here (Dense.effective_kernel) from
 // the raw V, g of each layer, so that autograd has no small ops of its own to
@@ -26,12 +27,19 @@ namespace {
 
 using namespace monolith_native;
 
+// PReLU, an activation of DIN's towers only (the CTR model's default): its
+// slope's gradient needs the pre-activation, so a PReLU layer keeps z (not
+// act(z)) for the backward and recomputes act(z) there.
+constexpr int64_t kPrelu = 4;
+
 // The tower as the kernels read it. widths = h_1 .. h_L (h_L = 1); acts[l] is
-// the activation after layer l + 1 (L - 1 of them).
+// the activation after layer l + 1 (L - 1 of them); slopes[l] its PReLU slopes
+// (nullptr for another activation).
 template <typename T>
 struct DinTower {
   int64_t h = 0;
   std::vector<int64_t> widths, acts;
+  std::vector<const T*> slopes;
   at::Tensor p, q, w4, qt, w4t;  // (H, h1) x 3 and the transposes (h1, H) of Q, W4
   std::vector<at::Tensor> kernels, kernels_t, biases;  // K_l, K_l^T (l >= 2); b_l (l >= 1)
 
@@ -45,10 +53,13 @@ struct DinTower {
 // layers = [V1, g1, b1, V2, g2, b2, ...], every kernel weight-normalised here.
 template <typename T>
 DinTower<T> make_tower(int64_t h, const std::vector<at::Tensor>& layers,
-                       const std::vector<int64_t>& acts, double eps) {
+                       const std::vector<int64_t>& acts, const std::vector<at::Tensor>& slopes,
+                       double eps) {
   DinTower<T> tower;
   tower.h = h;
   tower.acts = acts;
+  for (size_t l = 0; l < acts.size(); ++l)
+    tower.slopes.push_back(acts[l] == kPrelu ? slopes[l].template data_ptr<T>() : nullptr);
   for (size_t i = 0; i < layers.size(); i += 3) {
     const DenseWeights dense{layers[i].contiguous(), layers[i + 1].contiguous(),
                              layers[i + 2].contiguous()};
@@ -78,6 +89,7 @@ struct DinRow {
   std::vector<int64_t> positions;
   std::vector<std::vector<T>> scratch;  // layer l: (T_b, h_l); the last holds the logits
   std::vector<T*> acts;                 // where layer l's activations are: scratch or saved
+  std::vector<std::vector<T>> post;     // a PReLU layer's act(z), what the next layer reads
   const T* k = nullptr;                 // the row's real keys (T_b, H)
   int64_t steps = 0;                    // T_b
 
@@ -87,7 +99,33 @@ struct DinRow {
     for (int64_t width : tower.widths) {
       scratch.emplace_back(max_steps * width);
       acts.push_back(scratch.back().data());
+      post.emplace_back();
     }
+    for (size_t l = 0; l < tower.slopes.size(); ++l)
+      if (tower.slopes[l]) post[l].resize(max_steps * tower.widths[l]);
+  }
+
+  // What layer l + 1 reads of hidden layer l: act(z), in place or (PReLU) beside z.
+  const T* output(const DinTower<T>& tower, int64_t l) const {
+    return tower.slopes[l] ? post[l].data() : acts[l];
+  }
+
+  // Hidden layer l's activation over the row's steps; for PReLU, from the z in
+  // acts[l] into post[l], leaving z for the backward.
+  void activate_layer(const DinTower<T>& tower, int64_t l) {
+    const int64_t width = tower.widths[l];
+    if (!tower.slopes[l]) {
+      activate(acts[l], steps * width, tower.acts[l]);
+      return;
+    }
+    const T* __restrict z = acts[l];
+    const T* __restrict alpha = tower.slopes[l];
+    T* __restrict out = post[l].data();
+    for (int64_t s = 0; s < steps; ++s)
+      for (int64_t j = 0; j < width; ++j) {
+        const T v = z[s * width + j];
+        out[s * width + j] = v > T(0) ? v : alpha[j] * v;
+      }
   }
 
   // The row's real keys: all T of them without a mask (read in place), else
@@ -139,9 +177,9 @@ struct DinRow {
       if (l == 0)
         gemm_rows(k, h, a_kernel.data(), h, width, z, width, steps);
       else
-        gemm_rows(acts[l - 1], tower.widths[l - 1], tower.kernel(l), tower.widths[l - 1], width,
-                  z, width, steps);
-      if (l + 1 < tower.layers()) activate(z, steps * width, tower.acts[l]);
+        gemm_rows(output(tower, l - 1), tower.widths[l - 1], tower.kernel(l), tower.widths[l - 1],
+                  width, z, width, steps);
+      if (l + 1 < tower.layers()) activate_layer(tower, l);
     }
     return acts.back();
   }
@@ -213,9 +251,11 @@ void din_forward_impl(const at::Tensor& queries, const at::Tensor& keys, const a
 template <typename T>
 struct DinGrads {
   std::vector<T> p, q, w4;
-  std::vector<std::vector<T>> kernels, biases;
+  std::vector<std::vector<T>> kernels, biases, slopes;  // slopes: PReLU layers only
 
   explicit DinGrads(const DinTower<T>& tower) {
+    for (size_t l = 0; l < tower.slopes.size(); ++l)
+      slopes.emplace_back(tower.slopes[l] ? tower.widths[l] : 0, T(0));
     const int64_t first = tower.h * tower.widths[0];
     p.assign(first, T(0));
     q.assign(first, T(0));
@@ -231,6 +271,21 @@ template <typename T>
 void add_column_sums(const T* __restrict rows, int64_t n, int64_t width, T* __restrict sums) {
   for (int64_t r = 0; r < n; ++r)
     for (int64_t j = 0; j < width; ++j) sums[j] += rows[r * width + j];
+}
+
+// d *= PReLU'(z) over (n, width) values, and d_alpha += sum over rows of
+// d * min(z, 0) (torch's convention at z = 0: the slope side).
+template <typename T>
+void prelu_backward(T* __restrict d, const T* __restrict z, const T* __restrict alpha, int64_t n,
+                    int64_t width, T* __restrict d_alpha) {
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t j = 0; j < width; ++j) {
+      const T v = z[s * width + j];
+      T& g = d[s * width + j];
+      if (v > T(0)) continue;
+      d_alpha[j] += g * v;
+      g *= alpha[j];
+    }
 }
 
 template <typename T>
@@ -281,12 +336,17 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
       }
       for (int64_t l = tower.layers() - 1; l >= 1; --l) {
         const int64_t in = tower.widths[l - 1], width = tower.widths[l];
-        const T* a_in = row.acts[l - 1];
+        if (tower.slopes[l - 1]) row.activate_layer(tower, l - 1);  // act(z) from the saved z
+        const T* a_in = row.output(tower, l - 1);
         gemm_rows<T, true>(a_in, in, dz.data(), n, width, sums.kernels[l - 1].data(), width, in);
         add_column_sums(dz.data(), n, width, sums.biases[l].data());
         std::fill(da.begin(), da.begin() + n * in, T(0));
         gemm_rows(dz.data(), width, tower.kernel_t(l), width, in, da.data(), in, n);
-        times_derivative(da.data(), a_in, n * in, tower.acts[l - 1]);
+        if (tower.slopes[l - 1])
+          prelu_backward(da.data(), row.acts[l - 1], tower.slopes[l - 1], n, in,
+                         sums.slopes[l - 1].data());
+        else
+          times_derivative(da.data(), a_in, n * in, tower.acts[l - 1]);
         std::swap(dz, da);
       }
       // Layer 1: dz holds dZ1 (T_b, h1).
@@ -332,7 +392,8 @@ void din_backward_impl(const at::Tensor& d_out, const at::Tensor& queries,
 std::vector<int64_t> check_din(const at::Tensor& queries, const at::Tensor& keys,
                                const c10::optional<at::Tensor>& mask,
                                const std::vector<at::Tensor>& layers,
-                               const std::vector<int64_t>& acts) {
+                               const std::vector<int64_t>& acts,
+                               const std::vector<at::Tensor>& slopes) {
   check_cpu(keys, "keys");
   TORCH_CHECK(keys.dim() == 3 && keys.is_contiguous(), "keys must be a contiguous (B, T, H) tensor");
   const int64_t batch = keys.size(0), t_size = keys.size(1), h = keys.size(2);
@@ -354,6 +415,12 @@ std::vector<int64_t> check_din(const at::Tensor& queries, const at::Tensor& keys
     in = v.size(1);
   }
   TORCH_CHECK(in == 1, "the tower must end in one unit");
+  TORCH_CHECK(slopes.size() == acts.size(), "slopes must hold one tensor per hidden layer");
+  for (size_t l = 0; l < acts.size(); ++l)
+    TORCH_CHECK(acts[l] != kPrelu ||
+                    (slopes[l].is_contiguous() && slopes[l].numel() == layers[3 * l].size(1) &&
+                     slopes[l].scalar_type() == keys.scalar_type()),
+                "a PReLU layer's slopes must be a contiguous (h_l) tensor in the keys' dtype");
   return {batch, t_size, h};
 }
 
@@ -374,19 +441,20 @@ std::vector<T*> saved_pointers(const std::vector<at::Tensor>& hidden, size_t lay
 // [V1, g1, b1, V2, ...] and hidden activations' codes. Returns out ((B, H) for
 // 'sum', else (B, T, H)), the attention weights (B, T) after decay (zero at
 // padded positions) and, when save, each hidden layer's activations at the
-// real positions, packed row after row: (P, h_l).
+// real positions, packed row after row: (P, h_l) (a PReLU layer's z instead).
 std::vector<at::Tensor> din_forward(const at::Tensor& queries, const at::Tensor& keys,
                                     const c10::optional<at::Tensor>& mask,
                                     const std::vector<at::Tensor>& layers,
-                                    const std::vector<int64_t>& acts, bool sum_mode,
+                                    const std::vector<int64_t>& acts,
+                                    const std::vector<at::Tensor>& slopes, bool sum_mode,
                                     double decay, double eps, bool save) {
-  const auto dims = check_din(queries, keys, mask, layers, acts);
+  const auto dims = check_din(queries, keys, mask, layers, acts, slopes);
   const at::Tensor flags = defined_mask(mask);
   at::Tensor out = sum_mode ? at::empty({dims[0], dims[2]}, keys.options()) : at::empty_like(keys);
   at::Tensor weights = at::empty({dims[0], dims[1]}, keys.options());
   std::vector<at::Tensor> results{out, weights};
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_forward", [&] {
-    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, eps);
+    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, slopes, eps);
     const auto offsets = row_offsets(flags, dims[0], dims[1]);
     if (save)
       for (int64_t l = 0; l + 1 < tower.layers(); ++l)
@@ -399,15 +467,17 @@ std::vector<at::Tensor> din_forward(const at::Tensor& queries, const at::Tensor&
 }
 
 // From what din_forward saved (weights, hidden): d_queries and d_keys
-// (undefined unless asked for), then per layer dV, dg, db.
+// (undefined unless asked for), then per layer dV, dg, db, then per hidden
+// layer d_slopes (empty for a layer that is not PReLU).
 std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& queries,
                                      const at::Tensor& keys, const c10::optional<at::Tensor>& mask,
                                      const std::vector<at::Tensor>& layers,
-                                     const std::vector<int64_t>& acts, bool sum_mode,
+                                     const std::vector<int64_t>& acts,
+                                     const std::vector<at::Tensor>& slopes, bool sum_mode,
                                      double decay, double eps, const at::Tensor& weights,
                                      const std::vector<at::Tensor>& hidden, bool need_queries,
                                      bool need_keys) {
-  const auto dims = check_din(queries, keys, mask, layers, acts);
+  const auto dims = check_din(queries, keys, mask, layers, acts, slopes);
   const at::Tensor flags = defined_mask(mask);
   TORCH_CHECK(d_out.is_contiguous() &&
                   d_out.sizes() == (sum_mode ? at::IntArrayRef({dims[0], dims[2]}) : keys.sizes()),
@@ -417,7 +487,7 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
   at::Tensor d_keys = need_keys ? at::zeros_like(keys) : at::Tensor();
   std::vector<at::Tensor> results{d_queries, d_keys};
   AT_DISPATCH_FLOATING_TYPES(keys.scalar_type(), "din_backward", [&] {
-    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, eps);
+    const auto tower = make_tower<scalar_t>(dims[2], layers, acts, slopes, eps);
     const auto offsets = row_offsets(flags, dims[0], dims[1]);
     for (int64_t l = 0; l + 1 < tower.layers(); ++l)
       TORCH_CHECK(hidden[l].is_contiguous() &&
@@ -434,6 +504,7 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
       add_into(total.w4, g.w4);
       for (size_t l = 0; l < total.biases.size(); ++l) add_into(total.biases[l], g.biases[l]);
       for (size_t l = 0; l < total.kernels.size(); ++l) add_into(total.kernels[l], g.kernels[l]);
+      for (size_t l = 0; l < total.slopes.size(); ++l) add_into(total.slopes[l], g.slopes[l]);
     }
     const auto as_tensor = [&](const std::vector<scalar_t>& v, at::IntArrayRef shape) {
       return to_tensor(v, shape, keys.options());
@@ -449,6 +520,8 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
       const auto [d_v, d_g] = effective_kernel_backward<scalar_t>(dense, d_kernel, eps);
       results.insert(results.end(), {d_v, d_g, as_tensor(total.biases[l], {tower.widths[l]})});
     }
+    for (size_t l = 0; l < total.slopes.size(); ++l)
+      results.push_back(as_tensor(total.slopes[l], {int64_t(total.slopes[l].size())}));
   });
   return results;
 }
