@@ -20,6 +20,7 @@
 //   so dW1 = dP, dW2 = dQ, dW3 = dP - dQ.
 
 #include "common.h"
+#include "kernels.h"
 
 #include <vector>
 
@@ -524,10 +525,4 @@ std::vector<at::Tensor> din_backward(const at::Tensor& d_out, const at::Tensor& 
       results.push_back(as_tensor(total.slopes[l], {int64_t(total.slopes[l].size())}));
   });
   return results;
-}
-
-void register_din(pybind11::module& module) {
-  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
-  module.def("din_forward", &din_forward, release());
-  module.def("din_backward", &din_backward, release());
 }

@@ -19,6 +19,7 @@
 // Pt's columns.
 
 #include "common.h"
+#include "kernels.h"
 
 #include <limits>
 #include <vector>
@@ -656,12 +657,4 @@ std::vector<at::Tensor> senet_backward(
     grads.insert(grads.end(), {d_v1, d_g1, as_tensor(total.b1, {c}), d_v2, d_g2, as_tensor(total.b2, {f})});
   });
   return grads;
-}
-
-void register_interactions(pybind11::module& module) {
-  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
-  module.def("autoint_forward", &autoint_forward, release());
-  module.def("autoint_backward", &autoint_backward, release());
-  module.def("senet_forward", &senet_forward, release());
-  module.def("senet_backward", &senet_backward, release());
 }

@@ -1,5 +1,6 @@
-// The Python module of the native kernels: one extension built from every
-// source in this folder (see _native.py).
+// The Python module of the kernels: one extension built from every source in
+// this folder (see _ops/build.py). The only translation unit that includes
+// torch/extension.h; the kernels include ATen alone (kernels.h).
 //
 // No kernel touches a Python object, so each releases the GIL while it runs:
 // other Python threads (an inference server calling models from several
@@ -7,12 +8,18 @@
 
 #include <torch/extension.h>
 
-void register_recurrences(pybind11::module& module);
-void register_interactions(pybind11::module& module);
-void register_din(pybind11::module& module);
+#include "kernels.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  register_recurrences(module);
-  register_interactions(module);
-  register_din(module);
+  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
+  module.def("din_forward", &din_forward, release());
+  module.def("din_backward", &din_backward, release());
+  module.def("autoint_forward", &autoint_forward, release());
+  module.def("autoint_backward", &autoint_backward, release());
+  module.def("senet_forward", &senet_forward, release());
+  module.def("senet_backward", &senet_backward, release());
+  module.def("gru_packed_forward", &gru_packed_forward, release());
+  module.def("gru_packed_backward", &gru_packed_backward, release());
+  module.def("agru_packed_forward", &agru_packed_forward, release());
+  module.def("agru_packed_backward", &agru_packed_backward, release());
 }

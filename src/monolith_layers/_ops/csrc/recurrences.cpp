@@ -9,6 +9,7 @@
 // in common.h.
 
 #include "common.h"
+#include "kernels.h"
 
 namespace {
 
@@ -237,12 +238,4 @@ void agru_packed_backward(const at::Tensor& d_out, const at::Tensor& z_act, cons
     agru_packed_backward_impl<scalar_t>(d_out, z_act, coefs, keep, r, pairs, d_xp, dh, w_gh, w_ch,
                                         steps);
   });
-}
-
-void register_recurrences(pybind11::module& module) {
-  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
-  module.def("gru_packed_forward", &gru_packed_forward, release());
-  module.def("gru_packed_backward", &gru_packed_backward, release());
-  module.def("agru_packed_forward", &agru_packed_forward, release());
-  module.def("agru_packed_backward", &agru_packed_backward, release());
 }
