@@ -22,7 +22,7 @@ import harness
 import torch
 
 import monolith_layers as ml
-from monolith_layers.export import ServingModule, example_inputs, export_model
+from monolith_layers.export import INPUT_NAMES, ServingModule, example_inputs, export_model
 from monolith_layers.models import CTRModel, ModelConfig
 
 
@@ -41,17 +41,7 @@ def _ctr_case(encoder: str):
     torch.manual_seed(0)
     config = ModelConfig.from_name(encoder, num_users=1000, num_items=2000, num_categories=20)
     model = CTRModel(config)
-    user, item, category, history, history_category, mask = example_inputs(
-        model, 256, config.max_len
-    )
-    batch = {
-        "user": user,
-        "item": item,
-        "category": category,
-        "history": history,
-        "history_category": history_category,
-        "mask": mask,
-    }
+    batch = dict(zip(INPUT_NAMES, example_inputs(model, 256, config.max_len), strict=True))
     return model, (batch,), list(model.parameters())
 
 

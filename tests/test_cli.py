@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from monolith_layers import _native
+from monolith_layers._ops import build as _native
 from monolith_layers.cli import main
 
 pytest.importorskip("sklearn")

@@ -2,20 +2,24 @@
 
 ``csrc/recurrences.cpp`` runs the recurrences' time loops (a step's matmuls
 plus one pass over its elementwise work) without a Python round trip per
-tensor op; ``csrc/din.cpp`` runs DIN's tower
-and pooling, and ``csrc/interactions.cpp`` AutoInt's rounds and the whole of
-SeNet, a batch row (or a block of rows) at a time in cache. The sources in
-``csrc/`` are compiled once per environment (torch installation and CPU) with
-:func:`torch.utils.cpp_extension.load` (a C++ compiler and ninja are needed;
-76-112 s on a 2-core machine) into torch's extension cache, tuned for
-the CPU it runs on: on first use, or ahead of time with :func:`build_native`
-(``monolith-layers build-kernels``). Where it cannot be built, the same computations
-run as tensor ops: results are equal to float rounding either way.
+tensor op; ``csrc/din.cpp`` runs DIN's tower and pooling, and
+``csrc/interactions.cpp`` AutoInt's rounds and the whole of SeNet, a batch
+row (or a block of rows) at a time in cache. They are compiled once per
+environment with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
+ninja are needed; 44 s cold on a 2-core machine: only ``module.cpp``
+includes ``torch/extension.h``) into torch's extension cache, tuned for the
+CPU it runs on: on first use, or ahead of time with :func:`build_native`
+(``monolith-layers build-kernels``). Where they cannot be built, the layers
+run the same computations as tensor ops: equal to float rounding.
 
-``MONOLITH_LAYERS_NATIVE=0`` (or ``set_native(False)``, or ``with
-native(False): ...``) keeps to the tensor ops; the default ``1`` builds and
-uses the kernels. Either way :func:`~monolith_layers.set_fused` decides
-whether the fused paths run at all.
+``MONOLITH_LAYERS_FUSED=0`` (or :func:`~monolith_layers.set_fused`) keeps to
+the tensor ops and never builds.
+
+The cache: one folder per (sources, flags, torch installation, CPU model and
+flags, Python version) under ``TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions/<python and torch tag>``); :func:`build_location`
+names it. A change to any of those keys builds a new folder; an unchanged key
+loads the ``.so`` already there, with no compiler needed.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ def _load(announce: bool) -> ModuleType | None:
     if announce and not (folder / f"{name}.so").exists():
         _log.warning(
             "monolith_layers: compiling the native kernels into %s (once per environment, "
-            "1-4 minutes; `monolith-layers build-kernels` does it ahead of time, %s=0 skips them)",
+            "under a minute; `monolith-layers build-kernels` does it ahead of time, %s=0 skips them)",
             folder,
             ENV_VAR,
         )
