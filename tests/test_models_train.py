@@ -270,3 +270,18 @@ def test_autocast_sends_the_layers_down_their_reference_paths():
     assert ran == [("agru", "reference: autocast (the kernels keep one dtype)")]
     with pytest.raises(ConfigError, match="precision must be one of"):
         TrainConfig(precision="fp8")
+
+
+def test_the_default_din_model_runs_the_din_kernel():
+    # PReLU is the CTR model's tower activation: the kernel covers it, so the
+    # CLI builds the kernels for it and its forward runs the operator.
+    import monolith_layers as ml
+    from monolith_layers.export import INPUT_NAMES, example_inputs
+
+    config = ModelConfig.from_name("din", num_users=9, num_items=9, num_categories=3, max_len=5)
+    assert config.attention_activation == "prelu" and config.uses_native_kernels
+    model = CTRModel(config)
+    batch = dict(zip(INPUT_NAMES, example_inputs(model, 4, 5), strict=True))
+    with ml.which_paths() as ran:
+        model(batch)
+    assert ("din_attention", "kernel") in ran

@@ -98,13 +98,13 @@ class ModelConfig(JsonConfig):
     def uses_native_kernels(self) -> bool:
         """Whether the model's layers have native (C++) fast paths to build:
         DIEN's recurrences, SeNet, AutoInt, and DIN with a tower activation
-        its kernel knows."""
-        from ..activations import kernel_name
+        its kernel knows (PReLU, the default, included)."""
+        from .._ops import DIN_ACTIVATIONS
 
         return (
             self.encoder == "dien"
             or self.transform in ("senet", "autoint")
-            or (self.encoder == "din" and kernel_name(self.attention_activation) is not None)
+            or (self.encoder == "din" and self.attention_activation in DIN_ACTIVATIONS)
         )
 
     @classmethod
