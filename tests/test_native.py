@@ -368,13 +368,14 @@ def _din_args(activation_codes, mask_kind="holes"):
             "senet",
             (
                 torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True),
-                *(
+                [
                     torch.randn(*shape, dtype=torch.float64, requires_grad=True)
                     for shape in ((4, 2), (2,), (2,), (2, 4), (4,), (4,))
-                ),
+                ],
                 1e-6,
             ),
         ),
+        ("senet", (torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True), [], 1e-6)),
     ],
 )
 def test_layer_operators_pass_torch_library_opcheck(op, args):

@@ -29,7 +29,7 @@ def _mask(lengths, steps):
 
 
 def test_packing_layout_sorts_rows_by_length():
-    p = plan_packing(3, 4, lengths=torch.tensor([2, 0, 3]))
+    p = plan_packing(_mask([2, 0, 3], 4))
     assert p.sizes == (2, 2, 1) and p.offsets == (0, 2, 4, 5)
     assert p.perm.tolist() == [2, 0, 1]
     # step 0: rows 2, 0; step 1: rows 2, 0; step 2: row 2 (flat index b * T + t)
@@ -41,16 +41,16 @@ def test_packing_layout_sorts_rows_by_length():
 
 def test_packing_of_a_mask_with_holes_follows_the_real_slots():
     mask = torch.tensor([[False, True, False, True], [True, True, True, False]])
-    p = plan_packing(2, 4, mask=mask)
+    p = plan_packing(mask)
     assert p.sizes == (2, 2, 1)
     assert p.src_index.tolist() == [4, 1, 5, 3, 6]
 
 
 def test_full_rows_pack_as_a_plain_transpose():
-    assert plan_packing(3, 4).dense
-    assert plan_packing(3, 4, lengths=torch.tensor([4, 4, 4])).dense
-    assert plan_packing(3, 4, mask=torch.ones(3, 4, dtype=torch.bool)).dense
-    assert not plan_packing(3, 4, lengths=torch.tensor([4, 3, 4])).dense
+    assert plan(None, 3, 4).dense
+    assert plan_packing(_mask([4, 4, 4], 4)).dense
+    assert plan_packing(torch.ones(3, 4, dtype=torch.bool)).dense
+    assert not plan_packing(_mask([4, 3, 4], 4)).dense
 
 
 def test_a_mask_is_planned_once_until_it_changes():

@@ -450,7 +450,7 @@ class SeNet(Layer):
             self.check_input_dtype("embeds", embeds)
             tower, unsupported = self._kernel_tower()
             if _ops.use_kernel("senet", embeds, *tower, unsupported=unsupported):
-                out = _ops.senet(embeds, *tower, KERNEL_NORM_EPSILON)[0]
+                out = _ops.senet(embeds, tower, KERNEL_NORM_EPSILON)[0]
             else:
                 # sum / E rather than mean: the backward then broadcasts instead
                 # of materialising a full-size gradient for the squeeze.
@@ -459,13 +459,13 @@ class SeNet(Layer):
             return merge_tensor_list(out, self.out_type, self.num_feature, keep_list=self.keep_list)
         return self._forward_list(where, embeds)
 
-    def _kernel_tower(self) -> tuple[list[torch.Tensor | None], str | None]:
-        """``([V1, g1, b1, V2, g2, b2] or six Nones without a tower, None)`` for
-        the kernel, or ``([], why not)`` when the tower is no longer the one
-        the constructor built (weight-normalised denses with biases, relu
-        then sigmoid)."""
+    def _kernel_tower(self) -> tuple[list[torch.Tensor], str | None]:
+        """``([V1, g1, b1, V2, g2, b2], None)`` for the kernel (``[]`` without a
+        tower), or ``([], why not)`` when the tower is no longer the one the
+        constructor built (weight-normalised denses with biases, relu then
+        sigmoid)."""
         if self.cmp_tower is None:
-            return [None] * 6, None
+            return [], None
         layers = self.cmp_tower.plain_layers()
         acts = None if layers is None else [_activations.kernel_name(a) for _, a in layers]
         if acts != ["relu", "sigmoid"]:

@@ -22,18 +22,15 @@ runs its reference tensor ops. Nothing here imports a layer.
 
 from __future__ import annotations
 
-from .build import ACTIVATIONS, build_location, build_native, build_pending
+from .build import build_native
 from .din import ACTIVATIONS as DIN_ACTIVATIONS
 from .din import din_attention
 from .interactions import autoint, senet
 from .recurrences import agru, gru
-from .registry import HAS_CUSTOM_OPS, use_kernel
+from .registry import use_kernel
 from .switch import (
-    ENV_VAR,
-    autocasting,
     fused,
     fused_enabled,
-    is_jit_tracing,
     is_tracing,
     native,
     set_fused,
@@ -42,21 +39,14 @@ from .switch import (
 )
 
 __all__ = [
-    "ACTIVATIONS",
-    "DIN_ACTIVATIONS",
-    "ENV_VAR",
-    "HAS_CUSTOM_OPS",
     "agru",
-    "autocasting",
     "autoint",
-    "build_location",
     "build_native",
-    "build_pending",
     "din_attention",
+    "DIN_ACTIVATIONS",
     "fused",
     "fused_enabled",
     "gru",
-    "is_jit_tracing",
     "is_tracing",
     "native",
     "senet",

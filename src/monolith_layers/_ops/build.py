@@ -197,8 +197,3 @@ def build_location() -> Path:
 def loaded() -> bool:
     """The kernels are loaded in this process (no build or lock needed to use them)."""
     return _module is not None
-
-
-def failed() -> bool:
-    """A build was tried in this process and failed."""
-    return _failed

@@ -36,24 +36,20 @@ def din_attention_impl(
     """queries (B, H), keys (B, T, H), mask (B, T) bool or None, tower [V1, g1, b1,
     V2, ...] (the first layer reads 4H inputs, the last has one unit), one
     activation code per hidden layer (:data:`ACTIVATIONS`) and one slopes
-    tensor per hidden layer (a PReLU layer's alpha (h_l), else empty) -> (out (B, H) when ``sum_mode`` else
-    (B, T, H), attention weights (B, T) after ``decay``, zero at padding,
-    and when ``save`` each hidden layer's activations at the P real positions
-    (P, h_l), else [])."""
+    tensor per hidden layer (a PReLU layer's alpha (h_l), else empty) -> (out
+    (B, H) when ``sum_mode`` else (B, T, H), attention weights (B, T) after
+    ``decay``, zero at padding, and when ``save`` each hidden layer's
+    activations at the P real positions (P, h_l), else [])."""
     kernels = require_kernels("din_attention")
+    rows = _contiguous(queries, keys, mask)
     out, weights, *hidden = kernels.din_forward(
-        queries.contiguous(),
-        keys.contiguous(),
-        None if mask is None else mask.contiguous(),
-        list(tower),
-        list(activations),
-        list(slopes),
-        sum_mode,
-        decay,
-        eps,
-        save,
+        *rows, tower, activations, slopes, sum_mode, decay, eps, save
     )
     return out, weights, hidden
+
+
+def _contiguous(*tensors: Tensor | None) -> list[Tensor | None]:
+    return [None if t is None else t.contiguous() for t in tensors]
 
 
 def din_attention_fake(queries, keys, mask, tower, activations, slopes, sum_mode, decay, eps, save):
@@ -83,21 +79,9 @@ def din_attention_backward_impl(
     """(d_queries, d_keys, [dV1, dg1, db1, ...], [d_slopes per hidden layer]) from
     what the forward saved."""
     kernels = require_kernels("din_attention")
+    options = (tower, activations, slopes, sum_mode, decay, eps, weights, hidden, True, True)
     d_queries, d_keys, *d_weights = kernels.din_backward(
-        d_out.contiguous(),
-        queries.contiguous(),
-        keys.contiguous(),
-        None if mask is None else mask.contiguous(),
-        list(tower),
-        list(activations),
-        list(slopes),
-        sum_mode,
-        decay,
-        eps,
-        weights,
-        list(hidden),
-        True,
-        True,
+        *_contiguous(d_out, queries, keys, mask), *options
     )
     return d_queries, d_keys, d_weights[: len(tower)], d_weights[len(tower) :]
 

@@ -85,76 +85,61 @@ autoint_backward = define("autoint_backward", autoint_backward_impl, autoint_bac
 # -- SeNet --
 
 
-def senet_impl(
-    x: Tensor,
-    v1: Tensor | None,
-    g1: Tensor | None,
-    b1: Tensor | None,
-    v2: Tensor | None,
-    g2: Tensor | None,
-    b2: Tensor | None,
-    eps: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _tower_args(tower: list[Tensor]) -> list[Tensor | None]:
+    """The kernel's six optional tower arguments (all None without a tower)."""
+    return list(tower) if tower else [None] * 6
+
+
+def senet_impl(x: Tensor, tower: list[Tensor], eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """x (B, F, E) scaled per field by ``sigmoid(relu(s K1 + b1) K2 + b2)``, s the
-    field means over E, or by s itself without a tower (all weights None).
-    Tower: V1 (F, C), g1 (C), b1 (C), V2 (C, F), g2 (F), b2 (F), each kernel
-    weight-normalised column-wise, K = V g / sqrt(max(|V|^2, eps)). Returns
-    (out (B, F, E), squeezed (B, F), hidden (B, C), excitation (B, F))."""
+    field means over E, or by s itself without a tower (``tower`` empty).
+    ``tower`` = [V1 (F, C), g1 (C), b1 (C), V2 (C, F), g2 (F), b2 (F)], each
+    kernel weight-normalised column-wise, K = V g / sqrt(max(|V|^2, eps)).
+    Returns (out (B, F, E), squeezed (B, F), hidden (B, C), excitation (B, F))."""
     kernels = require_kernels("senet")
     out, squeezed, hidden, excitation = kernels.senet_forward(
-        x.contiguous(), v1, g1, b1, v2, g2, b2, eps
+        x.contiguous(), *_tower_args(tower), eps
     )
     return out, squeezed, hidden, excitation
 
 
-def senet_fake(x, v1, g1, b1, v2, g2, b2, eps):
+def senet_fake(x, tower, eps):
     batch, fields = x.shape[:2]
-    width = 0 if v1 is None else v1.shape[1]
     rows = x.new_empty(batch, fields)
-    return torch.empty_like(x), rows, x.new_empty(batch, width), torch.empty_like(rows)
+    hidden = x.new_empty(batch, tower[0].shape[1] if tower else 0)
+    return torch.empty_like(x), rows, hidden, torch.empty_like(rows)
 
 
 def senet_backward_impl(
-    d_out: Tensor,
-    x: Tensor,
-    v1: Tensor | None,
-    g1: Tensor | None,
-    b1: Tensor | None,
-    v2: Tensor | None,
-    g2: Tensor | None,
-    b2: Tensor | None,
-    eps: float,
-    squeezed: Tensor,
-    hidden: Tensor,
-    excitation: Tensor,
-) -> list[Tensor]:
-    """[d_x, then dV1, dg1, db1, dV2, dg2, db2 with a tower]."""
+    d_out: Tensor, x: Tensor, tower: list[Tensor], eps: float, saved: list[Tensor]
+) -> tuple[Tensor, list[Tensor]]:
+    """(d_x, [dV1, dg1, db1, dV2, dg2, db2] or [] without a tower) from the
+    forward's squeezed, hidden and excitation (``saved``)."""
     kernels = require_kernels("senet")
     if d_out.stride(2) not in (0, 1):
         d_out = d_out.contiguous()
-    grads = kernels.senet_backward(
-        d_out, x.contiguous(), v1, g1, b1, v2, g2, b2, eps, squeezed, hidden, excitation, True
+    d_x, *d_tower = kernels.senet_backward(
+        d_out, x.contiguous(), *_tower_args(tower), eps, *saved, True
     )
-    return list(grads)
+    return d_x, d_tower
 
 
-def senet_backward_fake(d_out, x, v1, g1, b1, v2, g2, b2, *_):
-    tower = () if v1 is None else (v1, g1, b1, v2, g2, b2)
-    return [torch.empty_like(x), *(torch.empty_like(t) for t in tower)]
+def senet_backward_fake(d_out, x, tower, *_):
+    return torch.empty_like(x), [torch.empty_like(t) for t in tower]
 
 
 def _senet_setup(ctx, inputs, output) -> None:
-    *tensors, eps = inputs
-    ctx.save_for_backward(*tensors, *output[1:])
-    ctx.eps = eps
+    x, tower, eps = inputs
+    ctx.save_for_backward(x, *tower, *output[1:])
+    ctx.eps, ctx.layers = eps, len(tower)
 
 
 def _senet_backward(ctx, d_out, *_unused):
     refuse_double_backward("SeNet")
-    x, v1, g1, b1, v2, g2, b2, squeezed, hidden, excitation = ctx.saved_tensors
-    grads = senet_backward(d_out, x, v1, g1, b1, v2, g2, b2, ctx.eps, squeezed, hidden, excitation)
-    tower = tuple(grads[1:]) if v1 is not None else (None,) * 6
-    return grads[0], *tower, None
+    x, *rest = ctx.saved_tensors
+    tower, saved = rest[: ctx.layers], rest[ctx.layers :]
+    d_x, d_tower = senet_backward(d_out, x, tower, ctx.eps, saved)
+    return d_x, d_tower, None
 
 
 senet = define("senet", senet_impl, senet_fake, _senet_setup, _senet_backward)

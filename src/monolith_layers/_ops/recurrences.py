@@ -1,10 +1,11 @@
 """The recurrences as operators: ``monolith_layers::gru`` and ``monolith_layers::agru``.
 
 Both run over the packed layout of :mod:`.packing` (real steps only; a batch
-without padding is packing with every row alive), with the time loops in
-C++ (``csrc/recurrences.cpp``) and a hand-written backward that keeps only
-the states: the outputs the forward returns are the states, so the backward
-re-packs them rather than saving a second copy.
+without padding is packing with every row alive), forward and hand-written
+backward in C++ (``csrc/recurrences.cpp``). The backward keeps only the
+states: the outputs the forward returns are the states, so the backward
+re-packs them rather than saving a second copy. This module moves tensors
+between the padded layout and the packed one and defines the operators.
 
 Keras GRU (``reset_after=True``), one step over the n rows alive (``gi`` =
 input projection with ``bias[0]``)::
@@ -33,8 +34,8 @@ Attention GRU (Monolith's AGRUCell; ``z`` = u without scores, a for AGRU,
     dz/du: 1 (none), 0 (AGRU), a - 1 (AUGRU);  dL/da_t = sum_U g_h (c_t - h_{t-1}) dz/da
 
 Memory: per time chunk, from the last, the backward recomputes the gates in
-bulk from the states, runs the per-step loop carrying only dL/dh in C++, and
-turns the chunk's gate gradients into input and weight gradients in bulk.
+bulk from the states, runs the per-step loop carrying only dL/dh, and turns
+the chunk's gate gradients into input and weight gradients in bulk.
 """
 
 from __future__ import annotations
@@ -45,41 +46,6 @@ from torch import Tensor
 from . import build
 from .packing import Packing, plan
 from .registry import define, refuse_double_backward, require_kernels
-
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear")
-MODES = ("none", "AGRU", "AUGRU")
-
-
-# -- elementwise pieces of the backward's bulk recomputation --
-
-
-def pre_scale(act: str) -> float:
-    """tanh is computed as ``2 sigmoid(2x) - 1`` (several times cheaper than
-    ATen's tanh on CPU, equal to float rounding); the 2 folds into the
-    matmul or multiply-add that produces the pre-activation."""
-    return 2.0 if act == "tanh" else 1.0
-
-
-def activate_(scaled_pre: Tensor, act: str) -> Tensor:
-    """In place: ``pre_scale(act) * pre`` -> ``act(pre)``."""
-    if act == "tanh":
-        return scaled_pre.sigmoid_().mul_(2.0).sub_(1.0)
-    if act == "sigmoid":
-        return scaled_pre.sigmoid_()
-    if act == "relu":
-        return scaled_pre.relu_()
-    return scaled_pre
-
-
-def derivative_from_output(out: Tensor, act: str) -> Tensor | None:
-    """``act'(pre)`` written in terms of ``out = act(pre)``; None means 1."""
-    if act == "tanh":
-        return torch.mul(out, out).neg_().add_(1.0)
-    if act == "sigmoid":
-        return torch.sub(1.0, out).mul_(out)
-    if act == "relu":
-        return (out > 0).to(out.dtype)
-    return None
 
 
 def _states(packing: Packing, init_state: Tensor, outputs: Tensor) -> Tensor:
@@ -101,43 +67,35 @@ def _results(packing: Packing, states: Tensor) -> tuple[Tensor, Tensor]:
     return packing.unpack(states[packing.batch :]), packing.final_states(states)
 
 
+def _like(*tensors: Tensor) -> tuple[Tensor, ...]:
+    return tuple(torch.empty_like(t) for t in tensors)
+
+
+def _setup(ctx, inputs, output) -> None:
+    """Both recurrences save their tensor inputs and their outputs (the states);
+    their str inputs (mode, activation) are options for the backward."""
+    ctx.save_for_backward(*(x for x in inputs if not isinstance(x, str)), output[0])
+    ctx.options = [x for x in inputs if isinstance(x, str)]
+    ctx.set_materialize_grads(False)
+
+
+def _backward_with(backward_op, where: str):
+    """The autograd formula of a recurrence: its backward operator on what
+    :func:`_setup` saved; None for inputs that need no gradient (and for the
+    mask and the options)."""
+
+    def backward(ctx, d_outputs, d_final):
+        refuse_double_backward(where)
+        *tensors, outputs = ctx.saved_tensors
+        grads = list(backward_op(d_outputs, d_final, *tensors, outputs, *ctx.options))
+        needs = ctx.needs_input_grad
+        grads += [None] * (len(needs) - len(grads))  # the mask and the options
+        return tuple(g if need else None for g, need in zip(grads, needs, strict=True))
+
+    return backward
+
+
 # -- Keras GRU --
-
-
-def _gru_forward(kernels, x, kernel, b_in, w_r, b_r, h0, packing: Packing, act: str) -> Tensor:
-    batch, units = h0.shape
-    states = x.new_empty(batch + packing.total, units)
-    states[:batch] = h0
-    for t0, t1 in packing.chunks(3 * units):
-        r0, r1 = packing.offsets[t0], packing.offsets[t1]
-        gi = torch.addmm(b_in, x[r0:r1], kernel)  # the kernel's activations need no pre-scaling
-        kernels.gru_packed_forward(
-            gi, w_r, b_r, states, packing.forward_plan(t0, t1), build.ACTIVATIONS[act]
-        )
-    return states
-
-
-def _gru_factors(x, kernel, b_in, prev, w_r, b_r, act: str):
-    """For a chunk: ``(z, c1, c2)``, every factor of the backward that does not
-    depend on the incoming gradient: c1 = [dhpre/dh | dzpre/dh], c2 = [drpre/dhpre | r]."""
-    units = prev.shape[1]
-    gi = torch.addmm(b_in, x, kernel)
-    k = pre_scale(act)
-    if k != 1.0:
-        gi[:, 2 * units :].mul_(k)
-    gh = torch.addmm(b_r, prev, w_r)
-    zr = gi[:, : 2 * units].add_(gh[:, : 2 * units]).sigmoid_()
-    hh = activate_(gi[:, 2 * units :].addcmul_(zr[:, units:], gh[:, 2 * units :], value=k), act)
-    z, r = zr[:, :units], zr[:, units:]
-    slopes = torch.sub(1.0, zr).mul_(zr)  # sigmoid' of z and r
-    c1 = torch.empty_like(zr)
-    torch.sub(1.0, z, out=c1[:, :units])
-    slope = derivative_from_output(hh, act)
-    if slope is not None:
-        c1[:, :units].mul_(slope)
-    torch.sub(prev, hh, out=c1[:, units:]).mul_(slopes[:, :units])
-    c2 = torch.cat([slopes[:, units:].mul_(gh[:, 2 * units :]), r], dim=1)
-    return z.contiguous(), c1, c2
 
 
 def gru_impl(
@@ -153,21 +111,19 @@ def gru_impl(
     bias (2, 3U), mask (B, T) bool or None -> (outputs (B, T, U), final (B, U))."""
     kernels = require_kernels("gru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
-    states = _gru_forward(
-        kernels,
+    states = kernels.gru_forward(
         packing.pack(inputs),
         kernel,
-        bias[0],
+        bias,
         recurrent_kernel,
-        bias[1],
         packing.sort_rows(init_state),
-        packing,
-        activation,
+        list(packing.sizes),
+        build.ACTIVATIONS[activation],
     )
     return _results(packing, states)
 
 
-def gru_fake(inputs, init_state, kernel, recurrent_kernel, bias, mask, activation):
+def gru_fake(inputs, init_state, *_):
     batch, steps = inputs.shape[:2]
     units = init_state.shape[1]
     return inputs.new_empty(batch, steps, units), init_state.new_empty(batch, units)
@@ -189,117 +145,28 @@ def gru_backward_impl(
     d_init_state, d_kernel, d_recurrent_kernel, d_bias."""
     kernels = require_kernels("gru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
-    w_r, b_in, b_r = recurrent_kernel, bias[0], bias[1]
-    x = packing.pack(inputs)
-    states = _states(packing, init_state, outputs)
-    d_states = _d_states(packing, d_outputs, d_final, outputs)
-    batch, units = packing.batch, w_r.shape[0]
-    dh_all = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
-    d_x = torch.empty_like(x)
-    d_kernel, d_bias = torch.zeros_like(kernel), torch.zeros_like(bias)
-    d_w_r = torch.zeros_like(w_r)
-    for t0, t1 in reversed(packing.chunks(4 * units)):
-        r0, r1 = packing.offsets[t0], packing.offsets[t1]
-        prev = packing.prev_states(states, t0, t1)
-        z, c1, c2 = _gru_factors(x[r0:r1], kernel, b_in, prev, w_r, b_r, activation)
-        grads = z.new_empty(r1 - r0, 4 * units)  # per step [dhpre | dz | dr | dgh_h]
-        d_out = d_states[batch + r0 : batch + r1].contiguous()
-        kernels.gru_packed_backward(
-            d_out, z, c1, c2, grads, dh_all, w_r, packing.backward_plan(t0, t1)
-        )
-        d_gi = torch.cat([grads[:, units : 3 * units], grads[:, :units]], dim=1)  # z, r, h
-        torch.mm(d_gi, kernel.t(), out=d_x[r0:r1])
-        d_kernel.addmm_(x[r0:r1].t(), d_gi)
-        d_bias[0].add_(d_gi.sum(0))
-        d_gh = grads[:, units:]
-        d_w_r.addmm_(prev.t(), d_gh)
-        d_bias[1].add_(d_gh.sum(0))
-    d_h0 = packing.unsort_rows(dh_all.add_(d_states[:batch]))
-    return packing.unpack(d_x), d_h0, d_kernel, d_w_r, d_bias
+    d_x, d_h0, *d_weights = kernels.gru_backward(
+        _d_states(packing, d_outputs, d_final, outputs),
+        packing.pack(inputs),
+        kernel,
+        bias,
+        recurrent_kernel,
+        _states(packing, init_state, outputs),
+        list(packing.sizes),
+        build.ACTIVATIONS[activation],
+    )
+    return packing.unpack(d_x), packing.unsort_rows(d_h0), *d_weights
 
 
 def gru_backward_fake(d_outputs, d_final, inputs, init_state, kernel, recurrent_kernel, bias, *_):
-    return tuple(torch.empty_like(t) for t in (inputs, init_state, kernel, recurrent_kernel, bias))
+    return _like(inputs, init_state, kernel, recurrent_kernel, bias)
 
 
-def _gru_setup(ctx, inputs, output) -> None:
-    *tensors, activation = inputs
-    ctx.save_for_backward(*tensors, output[0])
-    ctx.activation = activation
-    ctx.set_materialize_grads(False)
-
-
-def _gru_backward(ctx, d_outputs, d_final):
-    refuse_double_backward("gru_sequence")
-    *tensors, outputs = ctx.saved_tensors
-    grads = gru_backward(d_outputs, d_final, *tensors, outputs, ctx.activation)
-    return (
-        *(
-            g if need else None
-            for g, need in zip(grads, ctx.needs_input_grad[: len(grads)], strict=True)
-        ),
-        None,
-        None,
-    )
-
-
-gru = define("gru", gru_impl, gru_fake, _gru_setup, _gru_backward)
 gru_backward = define("gru_backward", gru_backward_impl, gru_backward_fake)
+gru = define("gru", gru_impl, gru_fake, _setup, _backward_with(gru_backward, "gru_sequence"))
 
 
 # -- attention GRU --
-
-
-def _update_weight(mode: str, u: Tensor, a: Tensor | None) -> Tensor:
-    """z: u without scores, a for AGRU, 1 - (1 - a) u for AUGRU."""
-    if mode == "none":
-        return u
-    if mode == "AGRU":
-        return a
-    return torch.addcmul(torch.ones_like(a), 1.0 - a, u, value=-1.0)
-
-
-def _agru_forward(kernels, x, w_x, b_x, w_gh, w_ch, h0, a, packing: Packing, mode, act):
-    batch, units = h0.shape
-    states = x.new_empty(batch + packing.total, units)
-    states[:batch] = h0
-    codes = build.MODES[mode], build.ACTIVATIONS[act]
-    for t0, t1 in packing.chunks(3 * units):
-        r0, r1 = packing.offsets[t0], packing.offsets[t1]
-        xp = torch.addmm(b_x, x[r0:r1], w_x)  # [gates (2U) | candidate (U)]
-        a_chunk = None if a is None else a[r0:r1]
-        kernels.agru_packed_forward(
-            xp, a_chunk, w_gh, w_ch, states, packing.forward_plan(t0, t1), *codes
-        )
-    return states
-
-
-def _agru_factors(x, w_x, b_x, w_gh, w_ch, prev, a, mode: str, act: str):
-    """For a chunk: every factor of the backward independent of the incoming gradient.
-
-    Returns ``(q, r, diff, u, coefs, z_act, keep)``: q = r h_{t-1}, diff = c - h_{t-1},
-    coefs = [r'(t) h_{t-1} | u'(t) diff dz/du], z_act = z act'(c), keep = 1 - z.
-    """
-    units = prev.shape[1]
-    xp = torch.addmm(b_x, x, w_x)
-    g = torch.addmm(xp[:, : 2 * units], prev, w_gh).sigmoid_()
-    r, u = g[:, :units], g[:, units:]
-    q = r * prev
-    k = pre_scale(act)
-    c = activate_(torch.addmm(xp[:, 2 * units :], q, w_ch, beta=k, alpha=k), act)
-    z = _update_weight(mode, u, a)
-    diff = c.sub(prev)
-    coefs = torch.sub(1.0, g).mul_(g)
-    coefs[:, :units].mul_(prev)
-    if mode == "AGRU":
-        coefs[:, units:] = 0.0  # the update gate does not reach h
-    else:
-        coefs[:, units:].mul_(diff)
-        if mode == "AUGRU":
-            coefs[:, units:].mul_(a - 1.0)
-    slope = derivative_from_output(c, act)
-    z_act = z.expand_as(c) if slope is None else slope.mul_(z)
-    return q, r.contiguous(), diff, u, coefs, z_act, torch.sub(1.0, z)
 
 
 def _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias):
@@ -331,29 +198,21 @@ def agru_impl(
     (U), mask (B, T) bool or None -> (outputs (B, T, U), final (B, U))."""
     kernels = require_kernels("agru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
-    w_x, b_x, w_gh, w_ch = _agru_weights(
-        inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias
-    )
-    states = _agru_forward(
-        kernels,
+    weights = _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias)
+    states = kernels.agru_forward(
         packing.pack(inputs),
-        w_x,
-        b_x,
-        w_gh,
-        w_ch,
-        packing.sort_rows(init_state),
         _packed_scores(packing, att_scores),
-        packing,
-        mode,
-        activation,
+        *weights,
+        packing.sort_rows(init_state),
+        list(packing.sizes),
+        build.MODES[mode],
+        build.ACTIVATIONS[activation],
     )
     return _results(packing, states)
 
 
 def agru_fake(inputs, att_scores, init_state, *_):
-    batch, steps = inputs.shape[:2]
-    units = init_state.shape[1]
-    return inputs.new_empty(batch, steps, units), init_state.new_empty(batch, units)
+    return gru_fake(inputs, init_state)
 
 
 def agru_backward_impl(
@@ -376,85 +235,39 @@ def agru_backward_impl(
     d_candidate_kernel, d_candidate_bias."""
     kernels = require_kernels("agru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
-    w_x, b_x, w_gh, w_ch = _agru_weights(
-        inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias
+    weights = _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias)
+    d_x, d_a, d_h0, d_w_x, d_b_x, d_w_gh, d_w_ch = kernels.agru_backward(
+        _d_states(packing, d_outputs, d_final, outputs),
+        packing.pack(inputs),
+        _packed_scores(packing, att_scores),
+        *weights,
+        _states(packing, init_state, outputs),
+        list(packing.sizes),
+        build.MODES[mode],
+        build.ACTIVATIONS[activation],
     )
-    x, a = packing.pack(inputs), _packed_scores(packing, att_scores)
-    states = _states(packing, init_state, outputs)
-    d_states = _d_states(packing, d_outputs, d_final, outputs)
-    batch, units = packing.batch, w_gh.shape[0]
-    dh_all = d_states.new_zeros(batch, units)  # dL/d(latest state) of every sorted row
-    d_x = torch.empty_like(x)
-    d_a = None if a is None else torch.empty_like(a)
-    d_w_x, d_b_x = torch.zeros_like(w_x), torch.zeros_like(b_x)
-    d_w_gh, d_w_ch = torch.zeros_like(w_gh), torch.zeros_like(w_ch)
-    for t0, t1 in reversed(packing.chunks(5 * units)):
-        r0, r1 = packing.offsets[t0], packing.offsets[t1]
-        prev = packing.prev_states(states, t0, t1)
-        a_c = None if a is None else a[r0:r1]
-        q, r, diff, u, coefs, z_act, keep = _agru_factors(
-            x[r0:r1], w_x, b_x, w_gh, w_ch, prev, a_c, mode, activation
-        )
-        pairs = prev.new_empty(r1 - r0, 2 * units)  # [dq | dh] per step
-        d_xp = prev.new_empty(r1 - r0, 3 * units)  # [d gates-pre | d candidate-pre]
-        d_out = d_states[batch + r0 : batch + r1].contiguous()
-        buffers = (d_out, z_act.contiguous(), coefs, keep.contiguous(), r)
-        plan_rows = packing.backward_plan(t0, t1)
-        kernels.agru_packed_backward(*buffers, pairs, d_xp, dh_all, w_gh, w_ch, plan_rows)
-        if d_a is not None:
-            d_z = pairs[:, units:].mul_(diff)  # dL/dz; pairs is spent
-            if mode == "AUGRU":
-                d_z.mul_(u)
-            torch.sum(d_z, -1, keepdim=True, out=d_a[r0:r1])
-        torch.mm(d_xp, w_x.t(), out=d_x[r0:r1])
-        d_w_x.addmm_(x[r0:r1].t(), d_xp)
-        d_b_x.add_(d_xp.sum(0))
-        d_w_gh.addmm_(prev.t(), d_xp[:, : 2 * units])
-        d_w_ch.addmm_(q.t(), d_xp[:, 2 * units :])
-    d_h0 = packing.unsort_rows(dh_all.add_(d_states[:batch]))
-    d_gates_kernel = torch.cat([d_w_x[:, : 2 * units], d_w_gh])
-    d_candidate_kernel = torch.cat([d_w_x[:, 2 * units :], d_w_ch])
-    d_att = inputs.new_empty(0) if d_a is None else packing.unpack(d_a).squeeze(-1)
+    units = d_w_gh.shape[0]
     return (
         packing.unpack(d_x),
-        d_att,
-        d_h0,
-        d_gates_kernel,
+        inputs.new_empty(0) if d_a is None else packing.unpack(d_a).squeeze(-1),
+        packing.unsort_rows(d_h0),
+        torch.cat([d_w_x[:, : 2 * units], d_w_gh]),
         d_b_x[: 2 * units].clone(),
-        d_candidate_kernel,
+        torch.cat([d_w_x[:, 2 * units :], d_w_ch]),
         d_b_x[2 * units :].clone(),
     )
 
 
-def agru_backward_fake(d_outputs, d_final, inputs, att_scores, init_state, gk, gb, ck, cb, *_):
+def agru_backward_fake(d_outputs, d_final, inputs, att_scores, *rest):
     d_att = inputs.new_empty(0) if att_scores is None else torch.empty_like(att_scores)
-    rest = (init_state, gk, gb, ck, cb)
-    return (torch.empty_like(inputs), d_att, *(torch.empty_like(t) for t in rest))
+    return (torch.empty_like(inputs), d_att, *_like(*rest[:5]))
 
 
-def _agru_setup(ctx, inputs, output) -> None:
-    *tensors, mode, activation = inputs
-    ctx.save_for_backward(*tensors, output[0])
-    ctx.mode, ctx.activation = mode, activation
-    ctx.set_materialize_grads(False)
-
-
-def _agru_backward(ctx, d_outputs, d_final):
-    refuse_double_backward("dynamic_rnn_with_attention")
-    *tensors, outputs = ctx.saved_tensors
-    grads = list(agru_backward(d_outputs, d_final, *tensors, outputs, ctx.mode, ctx.activation))
-    if tensors[1] is None:
-        grads[1] = None
-    return (
-        *(
-            g if need else None
-            for g, need in zip(grads, ctx.needs_input_grad[: len(grads)], strict=True)
-        ),
-        None,
-        None,
-        None,
-    )
-
-
-agru = define("agru", agru_impl, agru_fake, _agru_setup, _agru_backward)
 agru_backward = define("agru_backward", agru_backward_impl, agru_backward_fake)
+agru = define(
+    "agru",
+    agru_impl,
+    agru_fake,
+    _setup,
+    _backward_with(agru_backward, "dynamic_rnn_with_attention"),
+)

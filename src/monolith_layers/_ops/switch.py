@@ -88,24 +88,24 @@ def fused(enabled: bool) -> Iterator[None]:
         _scoped.reset(token)
 
 
-def set_native(enabled: bool) -> bool:
-    """Deprecated: the same switch as :func:`set_fused` (there is one fast path)."""
-    warnings.warn(
-        "set_native is deprecated: use monolith_layers.set_fused (one switch)",
-        DeprecationWarning,
-        stacklevel=2,
+def _deprecated_alias(name: str, replacement):
+    """``name``, an older spelling of ``replacement`` that warns when called."""
+
+    def alias(enabled: bool):
+        new = replacement.__name__
+        message = f"{name} is deprecated: use monolith_layers.{new} (one switch)"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return replacement(enabled)
+
+    alias.__name__, alias.__doc__ = (
+        name,
+        f"Deprecated: the same switch as :func:`{replacement.__name__}`.",
     )
-    return set_fused(enabled)
+    return alias
 
 
-def native(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """Deprecated: the same switch as :func:`fused`."""
-    warnings.warn(
-        "native() is deprecated: use monolith_layers.fused (one switch)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return fused(enabled)
+set_native = _deprecated_alias("set_native", set_fused)
+native = _deprecated_alias("native", fused)
 
 
 @contextlib.contextmanager

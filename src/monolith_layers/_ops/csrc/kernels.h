@@ -47,18 +47,28 @@ std::vector<at::Tensor> senet_backward(
     const c10::optional<at::Tensor>& b2, double eps, const at::Tensor& squeezed,
     const at::Tensor& hidden, const at::Tensor& excitation, bool need_x_grad);
 
-void gru_packed_forward(const at::Tensor& gi, const at::Tensor& w_r, const at::Tensor& b_r,
-                        const at::Tensor& states, const at::Tensor& steps, int64_t act);
+// The recurrences over packed rows (see recurrences.cpp): x (N, D), h0 (B, U)
+// in sorted row order, sizes[t] the rows alive at step t. The forwards return
+// the (B + N, U) states buffer; the backwards take its gradient.
+at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::Tensor& bias,
+                       const at::Tensor& recurrent_kernel, const at::Tensor& h0,
+                       const std::vector<int64_t>& sizes, int64_t act);
 
-void gru_packed_backward(const at::Tensor& d_out, const at::Tensor& z, const at::Tensor& c1,
-                         const at::Tensor& c2, const at::Tensor& grads, const at::Tensor& dh,
-                         const at::Tensor& w_r, const at::Tensor& steps);
+// -> d_x, d_h0 (sorted rows), d_kernel, d_recurrent_kernel, d_bias
+std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tensor& x,
+                                     const at::Tensor& kernel, const at::Tensor& bias,
+                                     const at::Tensor& recurrent_kernel, const at::Tensor& states,
+                                     const std::vector<int64_t>& sizes, int64_t act);
 
-void agru_packed_forward(const at::Tensor& xp, const c10::optional<at::Tensor>& a,
-                         const at::Tensor& w_gh, const at::Tensor& w_ch, const at::Tensor& states,
-                         const at::Tensor& steps, int64_t mode, int64_t act);
+// a (N, 1) or None; w_x (D, 3U) = [W_gx | W_cx], b_x (3U).
+at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
+                        const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w_gh,
+                        const at::Tensor& w_ch, const at::Tensor& h0,
+                        const std::vector<int64_t>& sizes, int64_t mode, int64_t act);
 
-void agru_packed_backward(const at::Tensor& d_out, const at::Tensor& z_act, const at::Tensor& coefs,
-                          const at::Tensor& keep, const at::Tensor& r, const at::Tensor& pairs,
-                          const at::Tensor& d_xp, const at::Tensor& dh, const at::Tensor& w_gh,
-                          const at::Tensor& w_ch, const at::Tensor& steps);
+// -> d_x, d_a (undefined without a), d_h0 (sorted rows), d_w_x, d_b_x, d_w_gh, d_w_ch
+std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tensor& x,
+                                      const c10::optional<at::Tensor>& a, const at::Tensor& w_x,
+                                      const at::Tensor& b_x, const at::Tensor& w_gh,
+                                      const at::Tensor& w_ch, const at::Tensor& states,
+                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act);

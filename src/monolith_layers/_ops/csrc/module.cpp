@@ -18,8 +18,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("autoint_backward", &autoint_backward, release());
   module.def("senet_forward", &senet_forward, release());
   module.def("senet_backward", &senet_backward, release());
-  module.def("gru_packed_forward", &gru_packed_forward, release());
-  module.def("gru_packed_backward", &gru_packed_backward, release());
-  module.def("agru_packed_forward", &agru_packed_forward, release());
-  module.def("agru_packed_backward", &agru_packed_backward, release());
+  module.def("gru_forward", &gru_forward, release());
+  module.def("gru_backward", &gru_backward, release());
+  module.def("agru_forward", &agru_forward, release());
+  module.def("agru_backward", &agru_backward, release());
 }
