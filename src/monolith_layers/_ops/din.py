@@ -94,6 +94,10 @@ def din_attention_backward_fake(d_out, queries, keys, mask, tower, activations, 
 def _setup(ctx, inputs, output) -> None:
     queries, keys, mask, tower, activations, slopes, sum_mode, decay, eps, save = inputs
     out, weights, hidden = output
+    # The weights and hidden rows are for reading, not differentiating: without
+    # this, autograd would fill a zero gradient for each, (P, h_l) per layer.
+    ctx.mark_non_differentiable(weights, *hidden)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(queries, keys, mask, weights, *tower, *slopes, *hidden)
     ctx.layers, ctx.hidden_layers = len(tower), len(slopes)
     ctx.options = list(activations), sum_mode, decay, eps

@@ -66,6 +66,8 @@ def autoint_backward_fake(d_out, x, *_):
 
 def _autoint_setup(ctx, inputs, output) -> None:
     x, present, _rounds, divisor, _save = inputs
+    ctx.mark_non_differentiable(output[1], output[2])  # saved for the backward, not outputs
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, present, output[1], output[2])
     ctx.divisor = divisor
 
@@ -130,6 +132,8 @@ def senet_backward_fake(d_out, x, tower, *_):
 
 def _senet_setup(ctx, inputs, output) -> None:
     x, tower, eps = inputs
+    ctx.mark_non_differentiable(*output[1:])  # saved for the backward, not outputs
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, *tower, *output[1:])
     ctx.eps, ctx.layers = eps, len(tower)
 
