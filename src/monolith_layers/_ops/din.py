@@ -106,6 +106,12 @@ def _setup(ctx, inputs, output) -> None:
 
 def _backward(ctx, d_out, _d_weights, _d_hidden):
     refuse_double_backward("DIN")
+    # The gradient's structure must be the inputs': torch treats a list of ints
+    # as one leaf, and an empty list as an empty list.
+    no_grad_codes = None if ctx.options[0] else []
+    if d_out is None:  # the output's gradient is undefined: so are the inputs'
+        none = [None] * ctx.layers, [None] * ctx.hidden_layers
+        return None, None, None, none[0], no_grad_codes, none[1], None, None, None, None
     if not ctx.saved:
         raise RuntimeError("DIN: the forward ran without saving for a backward (save=False)")
     queries, keys, mask, weights, *rest = ctx.saved_tensors
@@ -115,9 +121,6 @@ def _backward(ctx, d_out, _d_weights, _d_hidden):
     d_queries, d_keys, d_tower, d_slopes = din_attention_backward(
         d_out, queries, keys, mask, tower, codes, slopes, sum_mode, decay, eps, weights, hidden
     )
-    # The gradient's structure must be the inputs': torch treats a list of ints
-    # as one leaf, and an empty list as an empty list.
-    no_grad_codes = None if ctx.options[0] else []
     return d_queries, d_keys, None, d_tower, no_grad_codes, d_slopes, None, None, None, None
 
 

@@ -74,6 +74,8 @@ def _autoint_setup(ctx, inputs, output) -> None:
 
 def _autoint_backward(ctx, d_out, _d_hidden, _d_weights):
     refuse_double_backward("AutoInt")
+    if d_out is None:  # the output's gradient is undefined: so are the inputs'
+        return (None,) * 5
     x, present, hidden, weights = ctx.saved_tensors
     if hidden.numel() == 0 and weights.numel() == 0:
         raise RuntimeError("AutoInt: the forward ran without saving for a backward (save=False)")
@@ -140,6 +142,8 @@ def _senet_setup(ctx, inputs, output) -> None:
 
 def _senet_backward(ctx, d_out, *_unused):
     refuse_double_backward("SeNet")
+    if d_out is None:  # the output's gradient is undefined: so are the inputs'
+        return None, [None] * ctx.layers, None
     x, *rest = ctx.saved_tensors
     tower, saved = rest[: ctx.layers], rest[ctx.layers :]
     d_x, d_tower = senet_backward(d_out, x, tower, ctx.eps, saved)
