@@ -75,20 +75,26 @@ def din_attention_backward_impl(
     eps: float,
     weights: Tensor,
     hidden: list[Tensor],
+    need_queries: bool,
+    need_keys: bool,
 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
     """(d_queries, d_keys, [dV1, dg1, db1, ...], [d_slopes per hidden layer]) from
-    what the forward saved."""
+    what the forward saved; d_queries / d_keys empty where not asked for."""
     kernels = require_kernels("din_attention")
-    options = (tower, activations, slopes, sum_mode, decay, eps, weights, hidden, True, True)
+    options = (tower, activations, slopes, sum_mode, decay, eps, weights, hidden)
     d_queries, d_keys, *d_weights = kernels.din_backward(
-        *_contiguous(d_out, queries, keys, mask), *options
+        *_contiguous(d_out, queries, keys, mask), *options, need_queries, need_keys
     )
+    d_queries, d_keys = (keys.new_empty(0) if d is None else d for d in (d_queries, d_keys))
     return d_queries, d_keys, d_weights[: len(tower)], d_weights[len(tower) :]
 
 
-def din_attention_backward_fake(d_out, queries, keys, mask, tower, activations, slopes, *_):
+def din_attention_backward_fake(d_out, queries, keys, mask, tower, activations, slopes, *rest):
+    need_queries, need_keys = rest[-2:]
+    d_queries = torch.empty_like(queries) if need_queries else keys.new_empty(0)
+    d_keys = torch.empty_like(keys) if need_keys else keys.new_empty(0)
     like = [torch.empty_like(t) for t in tower], [torch.empty_like(t) for t in slopes]
-    return torch.empty_like(queries), torch.empty_like(keys), *like
+    return d_queries, d_keys, *like
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -118,9 +124,13 @@ def _backward(ctx, d_out, _d_weights, _d_hidden):
     tower, rest = rest[: ctx.layers], rest[ctx.layers :]
     slopes, hidden = rest[: ctx.hidden_layers], rest[ctx.hidden_layers :]
     codes, sum_mode, decay, eps = ctx.options
+    need_queries, need_keys = ctx.needs_input_grad[:2]
+    options = (codes, slopes, sum_mode, decay, eps, weights, hidden, need_queries, need_keys)
     d_queries, d_keys, d_tower, d_slopes = din_attention_backward(
-        d_out, queries, keys, mask, tower, codes, slopes, sum_mode, decay, eps, weights, hidden
+        d_out, queries, keys, mask, tower, *options
     )
+    d_queries = d_queries if need_queries else None
+    d_keys = d_keys if need_keys else None
     return d_queries, d_keys, None, d_tower, no_grad_codes, d_slopes, None, None, None, None
 
 

@@ -115,21 +115,22 @@ def senet_fake(x, tower, eps):
 
 
 def senet_backward_impl(
-    d_out: Tensor, x: Tensor, tower: list[Tensor], eps: float, saved: list[Tensor]
+    d_out: Tensor, x: Tensor, tower: list[Tensor], eps: float, saved: list[Tensor], need_x: bool
 ) -> tuple[Tensor, list[Tensor]]:
-    """(d_x, [dV1, dg1, db1, dV2, dg2, db2] or [] without a tower) from the
-    forward's squeezed, hidden and excitation (``saved``)."""
+    """(d_x (empty unless ``need_x``), [dV1, dg1, db1, dV2, dg2, db2] or []
+    without a tower) from the forward's squeezed, hidden and excitation (``saved``)."""
     kernels = require_kernels("senet")
     if d_out.stride(2) not in (0, 1):
         d_out = d_out.contiguous()
     d_x, *d_tower = kernels.senet_backward(
-        d_out, x.contiguous(), *_tower_args(tower), eps, *saved, True
+        d_out, x.contiguous(), *_tower_args(tower), eps, *saved, need_x
     )
-    return d_x, d_tower
+    return x.new_empty(0) if d_x is None else d_x, d_tower
 
 
-def senet_backward_fake(d_out, x, tower, *_):
-    return torch.empty_like(x), [torch.empty_like(t) for t in tower]
+def senet_backward_fake(d_out, x, tower, eps, saved, need_x):
+    d_x = torch.empty_like(x) if need_x else x.new_empty(0)
+    return d_x, [torch.empty_like(t) for t in tower]
 
 
 def _senet_setup(ctx, inputs, output) -> None:
@@ -146,8 +147,9 @@ def _senet_backward(ctx, d_out, *_unused):
         return None, [None] * ctx.layers, None
     x, *rest = ctx.saved_tensors
     tower, saved = rest[: ctx.layers], rest[ctx.layers :]
-    d_x, d_tower = senet_backward(d_out, x, tower, ctx.eps, saved)
-    return d_x, d_tower, None
+    need_x = ctx.needs_input_grad[0]
+    d_x, d_tower = senet_backward(d_out, x, tower, ctx.eps, saved, need_x)
+    return d_x if need_x else None, d_tower, None
 
 
 senet = define("senet", senet_impl, senet_fake, _senet_setup, _senet_backward)

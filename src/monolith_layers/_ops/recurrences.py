@@ -67,6 +67,11 @@ def _results(packing: Packing, states: Tensor) -> tuple[Tensor, Tensor]:
     return packing.unpack(states[packing.batch :]), packing.final_states(states)
 
 
+def _unpacked(packing: Packing, d_x: Tensor | None, inputs: Tensor) -> Tensor:
+    """The inputs' gradient in the padded layout, or empty where none was asked for."""
+    return inputs.new_empty(0) if d_x is None else packing.unpack(d_x)
+
+
 def _like(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(torch.empty_like(t) for t in tensors)
 
@@ -87,8 +92,8 @@ def _backward_with(backward_op, where: str):
     def backward(ctx, d_outputs, d_final):
         refuse_double_backward(where)
         *tensors, outputs = ctx.saved_tensors
-        grads = list(backward_op(d_outputs, d_final, *tensors, outputs, *ctx.options))
         needs = ctx.needs_input_grad
+        grads = list(backward_op(d_outputs, d_final, *tensors, outputs, *ctx.options, needs[0]))
         grads += [None] * (len(needs) - len(grads))  # the mask and the options
         return tuple(g if need else None for g, need in zip(grads, needs, strict=True))
 
@@ -140,9 +145,10 @@ def gru_backward_impl(
     mask: Tensor | None,
     outputs: Tensor,
     activation: str,
+    need_inputs: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of :func:`gru_impl`'s inputs: d_inputs (zero at padded steps),
-    d_init_state, d_kernel, d_recurrent_kernel, d_bias."""
+    """Gradients of :func:`gru_impl`'s inputs: d_inputs (zero at padded steps;
+    empty unless ``need_inputs``), d_init_state, d_kernel, d_recurrent_kernel, d_bias."""
     kernels = require_kernels("gru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
     d_x, d_h0, *d_weights = kernels.gru_backward(
@@ -154,12 +160,16 @@ def gru_backward_impl(
         _states(packing, init_state, outputs),
         list(packing.sizes),
         build.ACTIVATIONS[activation],
+        need_inputs,
     )
-    return packing.unpack(d_x), packing.unsort_rows(d_h0), *d_weights
+    return _unpacked(packing, d_x, inputs), packing.unsort_rows(d_h0), *d_weights
 
 
-def gru_backward_fake(d_outputs, d_final, inputs, init_state, kernel, recurrent_kernel, bias, *_):
-    return _like(inputs, init_state, kernel, recurrent_kernel, bias)
+def gru_backward_fake(
+    d_outputs, d_final, inputs, init_state, kernel, recurrent_kernel, bias, *rest
+):
+    d_inputs = torch.empty_like(inputs) if rest[-1] else inputs.new_empty(0)
+    return d_inputs, *_like(init_state, kernel, recurrent_kernel, bias)
 
 
 gru_backward = define("gru_backward", gru_backward_impl, gru_backward_fake)
@@ -229,10 +239,11 @@ def agru_backward_impl(
     outputs: Tensor,
     mode: str,
     activation: str,
+    need_inputs: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of :func:`agru_impl`'s inputs: d_inputs, d_att_scores (empty
-    without scores), d_init_state, d_gates_kernel, d_gates_bias,
-    d_candidate_kernel, d_candidate_bias."""
+    """Gradients of :func:`agru_impl`'s inputs: d_inputs (empty unless
+    ``need_inputs``), d_att_scores (empty without scores), d_init_state,
+    d_gates_kernel, d_gates_bias, d_candidate_kernel, d_candidate_bias."""
     kernels = require_kernels("agru")
     packing = plan(mask, *inputs.shape[:2], inputs.device)
     weights = _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias)
@@ -245,10 +256,11 @@ def agru_backward_impl(
         list(packing.sizes),
         build.MODES[mode],
         build.ACTIVATIONS[activation],
+        need_inputs,
     )
     units = d_w_gh.shape[0]
     return (
-        packing.unpack(d_x),
+        _unpacked(packing, d_x, inputs),
         inputs.new_empty(0) if d_a is None else packing.unpack(d_a).squeeze(-1),
         packing.unsort_rows(d_h0),
         torch.cat([d_w_x[:, : 2 * units], d_w_gh]),
@@ -259,8 +271,9 @@ def agru_backward_impl(
 
 
 def agru_backward_fake(d_outputs, d_final, inputs, att_scores, *rest):
+    d_inputs = torch.empty_like(inputs) if rest[-1] else inputs.new_empty(0)
     d_att = inputs.new_empty(0) if att_scores is None else torch.empty_like(att_scores)
-    return (torch.empty_like(inputs), d_att, *_like(*rest[:5]))
+    return (d_inputs, d_att, *_like(*rest[:5]))
 
 
 agru_backward = define("agru_backward", agru_backward_impl, agru_backward_fake)

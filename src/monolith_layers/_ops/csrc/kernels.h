@@ -54,11 +54,11 @@ at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::
                        const at::Tensor& recurrent_kernel, const at::Tensor& h0,
                        const std::vector<int64_t>& sizes, int64_t act);
 
-// -> d_x, d_h0 (sorted rows), d_kernel, d_recurrent_kernel, d_bias
+// -> d_x (undefined unless need_x), d_h0 (sorted rows), d_kernel, d_recurrent_kernel, d_bias
 std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tensor& x,
                                      const at::Tensor& kernel, const at::Tensor& bias,
                                      const at::Tensor& recurrent_kernel, const at::Tensor& states,
-                                     const std::vector<int64_t>& sizes, int64_t act);
+                                     const std::vector<int64_t>& sizes, int64_t act, bool need_x);
 
 // a (N, 1) or None; w_x (D, 3U) = [W_gx | W_cx], b_x (3U).
 at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
@@ -66,9 +66,10 @@ at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
                         const at::Tensor& w_ch, const at::Tensor& h0,
                         const std::vector<int64_t>& sizes, int64_t mode, int64_t act);
 
-// -> d_x, d_a (undefined without a), d_h0 (sorted rows), d_w_x, d_b_x, d_w_gh, d_w_ch
+// -> d_x (undefined unless need_x), d_a (undefined without a), d_h0 (sorted rows), d_w_x, d_b_x, d_w_gh, d_w_ch
 std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tensor& x,
                                       const c10::optional<at::Tensor>& a, const at::Tensor& w_x,
                                       const at::Tensor& b_x, const at::Tensor& w_gh,
                                       const at::Tensor& w_ch, const at::Tensor& states,
-                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act);
+                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act,
+                                      bool need_x);

@@ -369,14 +369,14 @@ at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::
 std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tensor& x,
                                      const at::Tensor& kernel, const at::Tensor& bias,
                                      const at::Tensor& recurrent_kernel, const at::Tensor& states,
-                                     const std::vector<int64_t>& sizes, int64_t act) {
+                                     const std::vector<int64_t>& sizes, int64_t act, bool need_x) {
   check_cpu(x, "x");
   const Plan plan(states.size(0) - x.size(0), sizes);
   const int64_t batch = plan.batch, units = recurrent_kernel.size(0);
   const at::Tensor& w_r = recurrent_kernel;
   const at::Tensor b_in = bias[0], b_r = bias[1];
   at::Tensor dh = at::zeros({batch, units}, x.options());  // dL/d(latest state) of every sorted row
-  at::Tensor d_x = at::empty_like(x), d_kernel = at::zeros_like(kernel);
+  at::Tensor d_x = need_x ? at::empty_like(x) : at::Tensor(), d_kernel = at::zeros_like(kernel);
   at::Tensor d_bias = at::zeros_like(bias), d_w_r = at::zeros_like(w_r);
   const auto chunks = plan.chunks(4 * units);
   for (auto chunk = chunks.rbegin(); chunk != chunks.rend(); ++chunk) {
@@ -392,8 +392,10 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tenso
       gru_packed_backward_impl<scalar_t>(d_out, z, c1, c2, grads, dh, w_r, rows);
     });
     const at::Tensor d_gi = at::cat({grads.narrow(1, units, 2 * units), grads.narrow(1, 0, units)}, 1);
-    at::Tensor d_x_rows = d_x.narrow(0, r0, r1 - r0);
-    at::mm_out(d_x_rows, d_gi, kernel.t());
+    if (need_x) {
+      at::Tensor d_x_rows = d_x.narrow(0, r0, r1 - r0);
+      at::mm_out(d_x_rows, d_gi, kernel.t());
+    }
     d_kernel.addmm_(xc.t(), d_gi);
     d_bias[0].add_(d_gi.sum(0));
     const at::Tensor d_gh = grads.narrow(1, units, 3 * units);
@@ -429,12 +431,13 @@ std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tens
                                       const c10::optional<at::Tensor>& a, const at::Tensor& w_x,
                                       const at::Tensor& b_x, const at::Tensor& w_gh,
                                       const at::Tensor& w_ch, const at::Tensor& states,
-                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act) {
+                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act,
+                                      bool need_x) {
   check_cpu(x, "x");
   const Plan plan(states.size(0) - x.size(0), sizes);
   const int64_t batch = plan.batch, units = w_gh.size(0);
   at::Tensor dh = at::zeros({batch, units}, x.options());  // dL/d(latest state) of every sorted row
-  at::Tensor d_x = at::empty_like(x);
+  at::Tensor d_x = need_x ? at::empty_like(x) : at::Tensor();
   at::Tensor d_a = a.has_value() ? at::empty_like(*a) : at::Tensor();
   at::Tensor d_w_x = at::zeros_like(w_x), d_b_x = at::zeros_like(b_x);
   at::Tensor d_w_gh = at::zeros_like(w_gh), d_w_ch = at::zeros_like(w_ch);
@@ -462,8 +465,10 @@ std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tens
       at::Tensor d_a_rows = d_a.narrow(0, r0, r1 - r0);
       at::sum_out(d_a_rows, d_z, {-1}, true);
     }
-    at::Tensor d_x_rows = d_x.narrow(0, r0, r1 - r0);
-    at::mm_out(d_x_rows, d_xp, w_x.t());
+    if (need_x) {
+      at::Tensor d_x_rows = d_x.narrow(0, r0, r1 - r0);
+      at::mm_out(d_x_rows, d_xp, w_x.t());
+    }
     d_w_x.addmm_(xc.t(), d_xp);
     d_b_x.add_(d_xp.sum(0));
     d_w_gh.addmm_(prev.t(), d_xp.narrow(1, 0, 2 * units));
