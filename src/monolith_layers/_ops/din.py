@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .build import ACTIVATIONS as _SHARED_ACTIVATIONS
-from .registry import define, refuse_double_backward, require_kernels
+from .registry import define, input_needs, refuse_double_backward, require_kernels
 
 # The tower activations the kernel knows: the recurrences' four, and PReLU
 # (csrc/din.cpp's kPrelu), whose slopes arrive beside the tower.
@@ -107,7 +107,7 @@ def _setup(ctx, inputs, output) -> None:
     ctx.save_for_backward(queries, keys, mask, weights, *tower, *slopes, *hidden)
     ctx.layers, ctx.hidden_layers = len(tower), len(slopes)
     ctx.options = list(activations), sum_mode, decay, eps
-    ctx.saved = save
+    ctx.saved, ctx.needs = save, input_needs(inputs)
 
 
 def _backward(ctx, d_out, _d_weights, _d_hidden):
@@ -124,7 +124,7 @@ def _backward(ctx, d_out, _d_weights, _d_hidden):
     tower, rest = rest[: ctx.layers], rest[ctx.layers :]
     slopes, hidden = rest[: ctx.hidden_layers], rest[ctx.hidden_layers :]
     codes, sum_mode, decay, eps = ctx.options
-    need_queries, need_keys = ctx.needs_input_grad[:2]
+    need_queries, need_keys = ctx.needs[:2]
     options = (codes, slopes, sum_mode, decay, eps, weights, hidden, need_queries, need_keys)
     d_queries, d_keys, d_tower, d_slopes = din_attention_backward(
         d_out, queries, keys, mask, tower, *options

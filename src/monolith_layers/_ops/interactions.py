@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .registry import define, refuse_double_backward, require_kernels
+from .registry import define, input_needs, refuse_double_backward, require_kernels
 
 
 def _padded_fields(fields: int, element_size: int) -> int:
@@ -138,7 +138,7 @@ def _senet_setup(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(*output[1:])  # saved for the backward, not outputs
     ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, *tower, *output[1:])
-    ctx.eps, ctx.layers = eps, len(tower)
+    ctx.eps, ctx.layers, ctx.needs = eps, len(tower), input_needs(inputs)
 
 
 def _senet_backward(ctx, d_out, *_unused):
@@ -147,7 +147,7 @@ def _senet_backward(ctx, d_out, *_unused):
         return None, [None] * ctx.layers, None
     x, *rest = ctx.saved_tensors
     tower, saved = rest[: ctx.layers], rest[ctx.layers :]
-    need_x = ctx.needs_input_grad[0]
+    need_x = ctx.needs[0]
     d_x, d_tower = senet_backward(d_out, x, tower, ctx.eps, saved, need_x)
     return d_x if need_x else None, d_tower, None
 

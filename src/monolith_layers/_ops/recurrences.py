@@ -45,7 +45,7 @@ from torch import Tensor
 
 from . import build
 from .packing import Packing, plan
-from .registry import define, refuse_double_backward, require_kernels
+from .registry import define, input_needs, refuse_double_backward, require_kernels
 
 
 def _states(packing: Packing, init_state: Tensor, outputs: Tensor) -> Tensor:
@@ -81,6 +81,7 @@ def _setup(ctx, inputs, output) -> None:
     their str inputs (mode, activation) are options for the backward."""
     ctx.save_for_backward(*(x for x in inputs if not isinstance(x, str)), output[0])
     ctx.options = [x for x in inputs if isinstance(x, str)]
+    ctx.needs = input_needs(inputs)
     ctx.set_materialize_grads(False)
 
 
@@ -92,7 +93,7 @@ def _backward_with(backward_op, where: str):
     def backward(ctx, d_outputs, d_final):
         refuse_double_backward(where)
         *tensors, outputs = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        needs = ctx.needs
         grads = list(backward_op(d_outputs, d_final, *tensors, outputs, *ctx.options, needs[0]))
         grads += [None] * (len(needs) - len(grads))  # the mask and the options
         return tuple(g if need else None for g, need in zip(grads, needs, strict=True))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from . import build
+from .eager import Operator
 from .switch import autocasting, compiling, is_jit_tracing, record, switch_on
 
 NAMESPACE = "monolith_layers"
@@ -34,15 +35,30 @@ def define(
     setup_context: Callable[..., None] | None = None,
     backward: Callable[..., Any] | None = None,
 ) -> Callable[..., Any]:
-    """``torch.ops.monolith_layers.<name>``, or ``impl`` itself on a torch without custom ops
-    (the layers then never call it: :func:`blocked` says so)."""
+    """``torch.ops.monolith_layers.<name>`` behind an :class:`~.eager.Operator`
+    (the operator for tracers, its implementation directly in eager mode), or
+    ``impl`` itself on a torch without custom ops (the layers then never call
+    it: :func:`blocked` says so)."""
     if not HAS_CUSTOM_OPS:  # pragma: no cover - torch < 2.4
         return impl
     op = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=())(impl)
     op.register_fake(fake)
     if backward is not None:
         op.register_autograd(backward, setup_context=setup_context)
-    return op
+    return Operator(op, impl, setup_context, backward)
+
+
+def input_needs(inputs: tuple) -> list[bool]:
+    """Per input of an operator, whether it takes a gradient (a list: any of its
+    tensors). Set by the setup_context functions as ``ctx.needs``: the same
+    under the registered operator and the eager call, whose autograd
+    Function sees other arguments first."""
+    return [
+        any(getattr(t, "requires_grad", False) for t in x)
+        if isinstance(x, list)
+        else bool(getattr(x, "requires_grad", False))
+        for x in inputs
+    ]
 
 
 @torch.compiler.assume_constant_result
