@@ -18,7 +18,6 @@ from monolith_layers import (
     gru_sequence,
     static_rnn_with_attention,
 )
-from monolith_layers._ops.packing import plan, plan_packing
 
 
 def _mask(lengths, steps):
@@ -28,39 +27,30 @@ def _mask(lengths, steps):
 # -- the layout --
 
 
-def test_packing_layout_sorts_rows_by_length():
-    p = plan_packing(_mask([2, 0, 3], 4))
-    assert p.sizes == (2, 2, 1) and p.offsets == (0, 2, 4, 5)
-    assert p.perm.tolist() == [2, 0, 1]
-    # step 0: rows 2, 0; step 1: rows 2, 0; step 2: row 2 (flat index b * T + t)
-    assert p.src_index.tolist() == [8, 0, 9, 1, 10]
-    # final states: row 0 after step 1 (packed row 3), row 1 its initial state
-    # (buffer row 2, its sorted position), row 2 after step 2 (packed row 4)
-    assert p.final_index.tolist() == [3 + 3, 2, 3 + 4]
+@needs_kernels
+def test_a_mask_with_holes_runs_each_rows_real_steps_in_order():
+    # The packed layout follows each row's real slots in order: a row with
+    # holes gives what its real steps, moved to the front, give.
+    torch.manual_seed(0)
+    cell = KerasGRUCell(3, input_dim=2, dtype=torch.float64)
+    x = torch.randn(3, 4, 2, dtype=torch.float64)
+    mask = torch.tensor([[False, True, False, True], [True, True, True, False], [False] * 4])
+    compact = torch.zeros_like(x)
+    compact[0, :2], compact[1, :3] = x[0, [1, 3]], x[1, :3]
+    out, final = gru_sequence(cell, x, mask=mask)
+    out_compact, final_compact = gru_sequence(cell, compact, lengths=torch.tensor([2, 3, 0]))
+    torch.testing.assert_close(final, final_compact, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[0, [1, 3]], out_compact[0, :2], rtol=1e-12, atol=1e-12)
+    assert not out[0, [0, 2]].any() and not out[2].any() and not final[2].any()
 
 
-def test_packing_of_a_mask_with_holes_follows_the_real_slots():
-    mask = torch.tensor([[False, True, False, True], [True, True, True, False]])
-    p = plan_packing(mask)
-    assert p.sizes == (2, 2, 1)
-    assert p.src_index.tolist() == [4, 1, 5, 3, 6]
-
-
-def test_full_rows_pack_as_a_plain_transpose():
-    assert plan(None, 3, 4).dense
-    assert plan_packing(_mask([4, 4, 4], 4)).dense
-    assert plan_packing(torch.ones(3, 4, dtype=torch.bool)).dense
-    assert not plan_packing(_mask([4, 3, 4], 4)).dense
-
-
-def test_a_mask_is_planned_once_until_it_changes():
-    mask = torch.tensor([[True, True, False], [True, False, False]])
-    first = plan(mask, 2, 3)
-    assert plan(mask, 2, 3) is first  # DIEN's GRU, AGRU and their backwards share it
-    assert plan(mask.clone(), 2, 3) is not first  # another tensor, planned anew
-    mask[1, 1] = True  # changed in place: the version counter moves
-    again = plan(mask, 2, 3)
-    assert again is not first and again.sizes == (2, 2)
+@needs_kernels
+def test_full_rows_give_the_results_of_no_mask_exactly():
+    cell = AGRUCell(4, att_type="AUGRU", input_dim=3)
+    x, att = torch.randn(5, 6, 3), torch.rand(5, 6)
+    full = dynamic_rnn_with_attention(cell, x, att, mask=torch.ones(5, 6, dtype=torch.bool))
+    for got, want in zip(full, dynamic_rnn_with_attention(cell, x, att), strict=True):
+        assert torch.equal(got, want)
 
 
 # -- recurrences against the step-by-step references --

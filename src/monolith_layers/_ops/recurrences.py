@@ -1,11 +1,14 @@
 """The recurrences as operators: ``monolith_layers::gru`` and ``monolith_layers::agru``.
 
-Both run over the packed layout of :mod:`.packing` (real steps only; a batch
-without padding is packing with every row alive), forward and hand-written
-backward in C++ (``csrc/recurrences.cpp``). The backward keeps only the
-states: the outputs the forward returns are the states, so the backward
-re-packs them rather than saving a second copy. This module moves tensors
-between the padded layout and the packed one and defines the operators.
+Both run in C++ (``csrc/recurrences.cpp``), forward and hand-written
+backward, over one layout: the padded batch is packed to its real steps only
+(rows sorted by length, step t holding the rows still alive, as in
+``torch.nn.utils.rnn.PackedSequence``; a row's real steps need not be
+left-aligned, and a batch without padding is packing with every row alive).
+The plan is made from the mask in one pass on the host, with no device
+round trip. The backward keeps only the states: the outputs the forward
+returns are the states, so the backward re-packs them rather than saving a
+second copy. This module defines the operators around the kernels.
 
 Keras GRU (``reset_after=True``), one step over the n rows alive (``gi`` =
 input projection with ``bias[0]``)::
@@ -44,36 +47,7 @@ import torch
 from torch import Tensor
 
 from . import build
-from .packing import Packing, plan
 from .registry import define, input_needs, refuse_double_backward, require_kernels
-
-
-def _states(packing: Packing, init_state: Tensor, outputs: Tensor) -> Tensor:
-    """The (B + N, U) states buffer rebuilt from what the forward returned."""
-    return torch.cat([packing.sort_rows(init_state), packing.pack(outputs)])
-
-
-def _d_states(packing: Packing, d_outputs: Tensor | None, d_final: Tensor | None, like: Tensor):
-    """dL/d(states buffer) from the gradients of the two outputs."""
-    d_states = like.new_zeros(packing.batch + packing.total, like.shape[-1])
-    if d_outputs is not None:
-        d_states[packing.batch :] = packing.pack(d_outputs)
-    if d_final is not None:
-        d_states.index_add_(0, packing.final_index, d_final)
-    return d_states
-
-
-def _results(packing: Packing, states: Tensor) -> tuple[Tensor, Tensor]:
-    return packing.unpack(states[packing.batch :]), packing.final_states(states)
-
-
-def _unpacked(packing: Packing, d_x: Tensor | None, inputs: Tensor) -> Tensor:
-    """The inputs' gradient in the padded layout, or empty where none was asked for."""
-    return inputs.new_empty(0) if d_x is None else packing.unpack(d_x)
-
-
-def _like(*tensors: Tensor) -> tuple[Tensor, ...]:
-    return tuple(torch.empty_like(t) for t in tensors)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -101,6 +75,11 @@ def _backward_with(backward_op, where: str):
     return backward
 
 
+def _or_empty(grad: Tensor | None, like: Tensor) -> Tensor:
+    """A gradient the kernel left undefined (not asked for) as an empty tensor."""
+    return like.new_empty(0) if grad is None else grad
+
+
 # -- Keras GRU --
 
 
@@ -116,17 +95,11 @@ def gru_impl(
     """inputs (B, T, D), init_state (B, U), kernel (D, 3U), recurrent_kernel (U, 3U),
     bias (2, 3U), mask (B, T) bool or None -> (outputs (B, T, U), final (B, U))."""
     kernels = require_kernels("gru")
-    packing = plan(mask, *inputs.shape[:2], inputs.device)
-    states = kernels.gru_forward(
-        packing.pack(inputs),
-        kernel,
-        bias,
-        recurrent_kernel,
-        packing.sort_rows(init_state),
-        list(packing.sizes),
-        build.ACTIVATIONS[activation],
+    act = build.ACTIVATIONS[activation]
+    outputs, final = kernels.gru_forward(
+        inputs, mask, kernel, bias, recurrent_kernel, init_state, act
     )
-    return _results(packing, states)
+    return outputs, final
 
 
 def gru_fake(inputs, init_state, *_):
@@ -151,26 +124,27 @@ def gru_backward_impl(
     """Gradients of :func:`gru_impl`'s inputs: d_inputs (zero at padded steps;
     empty unless ``need_inputs``), d_init_state, d_kernel, d_recurrent_kernel, d_bias."""
     kernels = require_kernels("gru")
-    packing = plan(mask, *inputs.shape[:2], inputs.device)
-    d_x, d_h0, *d_weights = kernels.gru_backward(
-        _d_states(packing, d_outputs, d_final, outputs),
-        packing.pack(inputs),
+    d_x, *rest = kernels.gru_backward(
+        d_outputs,
+        d_final,
+        inputs,
+        mask,
         kernel,
         bias,
         recurrent_kernel,
-        _states(packing, init_state, outputs),
-        list(packing.sizes),
+        init_state,
+        outputs,
         build.ACTIVATIONS[activation],
         need_inputs,
     )
-    return _unpacked(packing, d_x, inputs), packing.unsort_rows(d_h0), *d_weights
+    return _or_empty(d_x, inputs), *rest
 
 
 def gru_backward_fake(
     d_outputs, d_final, inputs, init_state, kernel, recurrent_kernel, bias, *rest
 ):
     d_inputs = torch.empty_like(inputs) if rest[-1] else inputs.new_empty(0)
-    return d_inputs, *_like(init_state, kernel, recurrent_kernel, bias)
+    return d_inputs, *(torch.empty_like(t) for t in (init_state, kernel, recurrent_kernel, bias))
 
 
 gru_backward = define("gru_backward", gru_backward_impl, gru_backward_fake)
@@ -178,18 +152,6 @@ gru = define("gru", gru_impl, gru_fake, _setup, _backward_with(gru_backward, "gr
 
 
 # -- attention GRU --
-
-
-def _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias):
-    """``(w_x (D, 3U), b_x (3U), w_gh (U, 2U), w_ch (U, U))`` from the cell's kernels."""
-    d = inputs.shape[-1]
-    w_x = torch.cat([gates_kernel[:d], candidate_kernel[:d]], dim=1)
-    b_x = torch.cat([gates_bias, candidate_bias])
-    return w_x, b_x, gates_kernel[d:], candidate_kernel[d:]
-
-
-def _packed_scores(packing: Packing, att_scores: Tensor | None) -> Tensor | None:
-    return None if att_scores is None else packing.pack(att_scores.unsqueeze(-1))
 
 
 def agru_impl(
@@ -208,18 +170,10 @@ def agru_impl(
     gates kernel (D + U, 2U) and bias (2U), candidate kernel (D + U, U) and bias
     (U), mask (B, T) bool or None -> (outputs (B, T, U), final (B, U))."""
     kernels = require_kernels("agru")
-    packing = plan(mask, *inputs.shape[:2], inputs.device)
-    weights = _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias)
-    states = kernels.agru_forward(
-        packing.pack(inputs),
-        _packed_scores(packing, att_scores),
-        *weights,
-        packing.sort_rows(init_state),
-        list(packing.sizes),
-        build.MODES[mode],
-        build.ACTIVATIONS[activation],
-    )
-    return _results(packing, states)
+    weights = (gates_kernel, gates_bias, candidate_kernel, candidate_bias)
+    codes = build.MODES[mode], build.ACTIVATIONS[activation]
+    outputs, final = kernels.agru_forward(inputs, att_scores, mask, *weights, init_state, *codes)
+    return outputs, final
 
 
 def agru_fake(inputs, att_scores, init_state, *_):
@@ -246,35 +200,27 @@ def agru_backward_impl(
     ``need_inputs``), d_att_scores (empty without scores), d_init_state,
     d_gates_kernel, d_gates_bias, d_candidate_kernel, d_candidate_bias."""
     kernels = require_kernels("agru")
-    packing = plan(mask, *inputs.shape[:2], inputs.device)
-    weights = _agru_weights(inputs, gates_kernel, gates_bias, candidate_kernel, candidate_bias)
-    d_x, d_a, d_h0, d_w_x, d_b_x, d_w_gh, d_w_ch = kernels.agru_backward(
-        _d_states(packing, d_outputs, d_final, outputs),
-        packing.pack(inputs),
-        _packed_scores(packing, att_scores),
+    weights = (gates_kernel, gates_bias, candidate_kernel, candidate_bias)
+    codes = build.MODES[mode], build.ACTIVATIONS[activation]
+    d_x, d_att, *rest = kernels.agru_backward(
+        d_outputs,
+        d_final,
+        inputs,
+        att_scores,
+        mask,
         *weights,
-        _states(packing, init_state, outputs),
-        list(packing.sizes),
-        build.MODES[mode],
-        build.ACTIVATIONS[activation],
+        init_state,
+        outputs,
+        *codes,
         need_inputs,
     )
-    units = d_w_gh.shape[0]
-    return (
-        _unpacked(packing, d_x, inputs),
-        inputs.new_empty(0) if d_a is None else packing.unpack(d_a).squeeze(-1),
-        packing.unsort_rows(d_h0),
-        torch.cat([d_w_x[:, : 2 * units], d_w_gh]),
-        d_b_x[: 2 * units].clone(),
-        torch.cat([d_w_x[:, 2 * units :], d_w_ch]),
-        d_b_x[2 * units :].clone(),
-    )
+    return _or_empty(d_x, inputs), _or_empty(d_att, inputs), *rest
 
 
 def agru_backward_fake(d_outputs, d_final, inputs, att_scores, *rest):
     d_inputs = torch.empty_like(inputs) if rest[-1] else inputs.new_empty(0)
     d_att = inputs.new_empty(0) if att_scores is None else torch.empty_like(att_scores)
-    return (d_inputs, d_att, *_like(*rest[:5]))
+    return (d_inputs, d_att, *(torch.empty_like(t) for t in rest[:5]))
 
 
 agru_backward = define("agru_backward", agru_backward_impl, agru_backward_fake)

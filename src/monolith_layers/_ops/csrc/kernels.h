@@ -47,29 +47,38 @@ std::vector<at::Tensor> senet_backward(
     const c10::optional<at::Tensor>& b2, double eps, const at::Tensor& squeezed,
     const at::Tensor& hidden, const at::Tensor& excitation, bool need_x_grad);
 
-// The recurrences over packed rows (see recurrences.cpp): x (N, D), h0 (B, U)
-// in sorted row order, sizes[t] the rows alive at step t. The forwards return
-// the (B + N, U) states buffer; the backwards take its gradient.
-at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::Tensor& bias,
-                       const at::Tensor& recurrent_kernel, const at::Tensor& h0,
-                       const std::vector<int64_t>& sizes, int64_t act);
+// The recurrences over a padded batch, forward and backward: inputs (B, T, D),
+// mask (B, T) (None: every step real), h0 (B, U); only real steps are
+// computed (see recurrences.cpp). The forwards return outputs (B, T, U) (zero
+// at padded steps) and the final states (B, U).
+std::vector<at::Tensor> gru_forward(const at::Tensor& inputs, const c10::optional<at::Tensor>& mask,
+                                    const at::Tensor& kernel, const at::Tensor& bias,
+                                    const at::Tensor& recurrent_kernel, const at::Tensor& h0,
+                                    int64_t act);
 
-// -> d_x (undefined unless need_x), d_h0 (sorted rows), d_kernel, d_recurrent_kernel, d_bias
-std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tensor& x,
+// -> d_inputs (undefined unless need_x), d_h0, d_kernel, d_recurrent_kernel, d_bias
+std::vector<at::Tensor> gru_backward(const c10::optional<at::Tensor>& d_outputs,
+                                     const c10::optional<at::Tensor>& d_final,
+                                     const at::Tensor& inputs, const c10::optional<at::Tensor>& mask,
                                      const at::Tensor& kernel, const at::Tensor& bias,
-                                     const at::Tensor& recurrent_kernel, const at::Tensor& states,
-                                     const std::vector<int64_t>& sizes, int64_t act, bool need_x);
+                                     const at::Tensor& recurrent_kernel, const at::Tensor& h0,
+                                     const at::Tensor& outputs, int64_t act, bool need_x);
 
-// a (N, 1) or None; w_x (D, 3U) = [W_gx | W_cx], b_x (3U).
-at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
-                        const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w_gh,
-                        const at::Tensor& w_ch, const at::Tensor& h0,
-                        const std::vector<int64_t>& sizes, int64_t mode, int64_t act);
+// att_scores (B, T) or None; the cell's gates kernel (D + U, 2U) and bias, candidate kernel (D + U, U) and bias.
+std::vector<at::Tensor> agru_forward(const at::Tensor& inputs,
+                                     const c10::optional<at::Tensor>& att_scores,
+                                     const c10::optional<at::Tensor>& mask,
+                                     const at::Tensor& gates_kernel, const at::Tensor& gates_bias,
+                                     const at::Tensor& candidate_kernel,
+                                     const at::Tensor& candidate_bias, const at::Tensor& h0,
+                                     int64_t mode, int64_t act);
 
-// -> d_x (undefined unless need_x), d_a (undefined without a), d_h0 (sorted rows), d_w_x, d_b_x, d_w_gh, d_w_ch
-std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tensor& x,
-                                      const c10::optional<at::Tensor>& a, const at::Tensor& w_x,
-                                      const at::Tensor& b_x, const at::Tensor& w_gh,
-                                      const at::Tensor& w_ch, const at::Tensor& states,
-                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act,
-                                      bool need_x);
+// -> d_inputs (undefined unless need_x), d_att_scores (undefined without scores), d_h0,
+//    d_gates_kernel, d_gates_bias, d_candidate_kernel, d_candidate_bias
+std::vector<at::Tensor> agru_backward(
+    const c10::optional<at::Tensor>& d_outputs, const c10::optional<at::Tensor>& d_final,
+    const at::Tensor& inputs, const c10::optional<at::Tensor>& att_scores,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& gates_kernel,
+    const at::Tensor& gates_bias, const at::Tensor& candidate_kernel,
+    const at::Tensor& candidate_bias, const at::Tensor& h0, const at::Tensor& outputs, int64_t mode,
+    int64_t act, bool need_x);

@@ -12,6 +12,7 @@
 #include "kernels.h"
 
 #include <array>
+#include <numeric>
 
 namespace {
 
@@ -213,20 +214,100 @@ void agru_packed_backward_impl(const at::Tensor& d_out, const at::Tensor& z_act,
 constexpr int64_t kChunkElements = int64_t(1) << 18;
 
 struct Plan {
-  int64_t batch;
+  int64_t batch = 0, steps = 0;
   std::vector<int64_t> sizes, offsets;
+  at::Tensor perm;         // sorted row i -> original row (undefined: identity)
+  at::Tensor src_index;    // packed row -> b * T + t of the padded batch (undefined: dense)
+  at::Tensor final_index;  // original row b -> its final state's row of the states buffer
 
-  Plan(int64_t batch_, std::vector<int64_t> sizes_) : batch(batch_), sizes(std::move(sizes_)) {
-    offsets.assign(1, 0);
-    for (size_t t = 0; t < sizes.size(); ++t) {
-      TORCH_CHECK(sizes[t] <= (t ? sizes[t - 1] : batch) && sizes[t] >= 0,
-                  "packed step sizes must not grow and must not exceed the batch");
-      offsets.push_back(offsets.back() + sizes[t]);
+  // The plan of a (B, T) batch whose real steps are mask's true slots, in
+  // order (holes allowed); an undefined mask: every step real. One pass over
+  // the mask on the host, no device round trip.
+  Plan(const at::Tensor& mask_in, int64_t batch_, int64_t steps_) : batch(batch_), steps(steps_) {
+    std::vector<int64_t> lengths(batch, steps);
+    at::Tensor mask;
+    if (mask_in.defined()) {
+      mask = mask_in.to(at::kBool).contiguous();
+      const bool* m = mask.data_ptr<bool>();
+      for (int64_t b = 0; b < batch; ++b) lengths[b] = std::count(m + b * steps, m + (b + 1) * steps, true);
     }
+    std::vector<int64_t> order(batch);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t i, int64_t j) { return lengths[i] > lengths[j]; });
+    const int64_t longest = batch ? lengths[order[0]] : 0;
+    offsets.assign(1, 0);
+    for (int64_t t = 0, alive = batch; t < longest; ++t) {
+      while (alive && lengths[order[alive - 1]] <= t) --alive;
+      sizes.push_back(alive);
+      offsets.push_back(offsets.back() + alive);
+    }
+    const bool dense = longest == steps && (sizes.empty() || sizes.back() == batch);
+    const auto longs = at::TensorOptions().dtype(at::kLong);
+    std::vector<int64_t> final_rows(batch);
+    for (int64_t i = 0; i < batch; ++i) {
+      const int64_t len = lengths[order[i]];
+      final_rows[order[i]] = len ? batch + offsets[len - 1] + i : i;
+    }
+    final_index = at::tensor(final_rows, longs);
+    if (dense) return;  // every row full: packing is a transpose
+    perm = at::tensor(order, longs);
+    std::vector<int64_t> src(offsets.back());
+    for (int64_t i = 0; i < batch; ++i) {
+      const int64_t b = order[i];
+      const bool* m = mask.defined() ? mask.data_ptr<bool>() + b * steps : nullptr;
+      for (int64_t t = 0, k = 0; t < steps && k < lengths[b]; ++t)
+        if (!m || m[t]) src[offsets[k++] + i] = b * steps + t;
+    }
+    src_index = at::tensor(src, longs);
+  }
+
+  // (B, T, F) -> (N, F), real steps only.
+  at::Tensor pack(const at::Tensor& values) const {
+    const int64_t width = values.size(-1);
+    if (!src_index.defined()) return values.transpose(0, 1).reshape({total(), width});
+    return values.reshape({batch * steps, width}).index_select(0, src_index);
+  }
+
+  // (N, F) -> (B, T, F), zeros at padded steps.
+  at::Tensor unpack(const at::Tensor& packed) const {
+    const int64_t width = packed.size(-1);
+    if (!src_index.defined())
+      return packed.view({steps, batch, width}).transpose(0, 1).contiguous();
+    return at::zeros({batch * steps, width}, packed.options())
+        .index_copy_(0, src_index, packed)
+        .view({batch, steps, width});
+  }
+
+  at::Tensor sort_rows(const at::Tensor& rows) const {
+    return perm.defined() ? rows.index_select(0, perm) : rows;
+  }
+
+  at::Tensor unsort_rows(const at::Tensor& rows) const {
+    return perm.defined() ? at::empty_like(rows).index_copy_(0, perm, rows) : rows;
+  }
+
+  // The (B + N, U) states buffer's outputs: (B, T, U) and each row's final state.
+  std::vector<at::Tensor> results(const at::Tensor& states) const {
+    return {unpack(states.narrow(0, batch, total())), states.index_select(0, final_index)};
+  }
+
+  // The states buffer rebuilt from the initial states and the outputs.
+  at::Tensor states(const at::Tensor& h0, const at::Tensor& outputs) const {
+    return at::cat({sort_rows(h0), pack(outputs)});
+  }
+
+  // dL/d(states buffer) from the gradients of the outputs and of the final states.
+  at::Tensor d_states(const c10::optional<at::Tensor>& d_outputs,
+                      const c10::optional<at::Tensor>& d_final, const at::Tensor& like) const {
+    at::Tensor d = at::zeros({batch + total(), like.size(-1)}, like.options());
+    if (d_outputs.has_value()) d.narrow(0, batch, total()).copy_(pack(*d_outputs));
+    if (d_final.has_value()) d.index_add_(0, final_index, *d_final);
+    return d;
   }
 
   int64_t total() const { return offsets.back(); }
-  int64_t steps() const { return int64_t(sizes.size()); }
+  int64_t packed_steps() const { return int64_t(sizes.size()); }
   int64_t prev_base(int64_t t) const { return t == 0 ? 0 : batch + offsets[t - 1]; }
 
   // Consecutive step ranges [t0, t1) of about kChunkElements / width rows.
@@ -234,8 +315,8 @@ struct Plan {
     const int64_t limit = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, width));
     std::vector<std::pair<int64_t, int64_t>> ranges;
     int64_t start = 0;
-    for (int64_t t = 1; t <= steps(); ++t)
-      if (t == steps() || offsets[t + 1] - offsets[start] > limit) {
+    for (int64_t t = 1; t <= packed_steps(); ++t)
+      if (t == packed_steps() || offsets[t + 1] - offsets[start] > limit) {
         ranges.emplace_back(start, t);
         start = t;
       }
@@ -344,13 +425,11 @@ std::array<at::Tensor, 7> agru_factors(const at::Tensor& x, const at::Tensor& w_
   return {q, r.contiguous(), diff, u, coefs, z_act.contiguous(), (1 - z).contiguous()};
 }
 
-}  // namespace
-
-at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::Tensor& bias,
-                       const at::Tensor& recurrent_kernel, const at::Tensor& h0,
-                       const std::vector<int64_t>& sizes, int64_t act) {
-  check_cpu(x, "x");
-  const Plan plan(h0.size(0), sizes);
+// The (B + N, U) states buffer of the Keras GRU over packed inputs x (N, D)
+// from the sorted rows' initial states h0 (B, U).
+at::Tensor gru_states(const Plan& plan, const at::Tensor& x, const at::Tensor& kernel,
+                      const at::Tensor& bias, const at::Tensor& recurrent_kernel,
+                      const at::Tensor& h0, int64_t act) {
   const int64_t batch = plan.batch, units = h0.size(1);
   at::Tensor states = at::empty({batch + plan.total(), units}, x.options());
   states.narrow(0, 0, batch).copy_(h0);
@@ -366,12 +445,12 @@ at::Tensor gru_forward(const at::Tensor& x, const at::Tensor& kernel, const at::
   return states;
 }
 
-std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tensor& x,
-                                     const at::Tensor& kernel, const at::Tensor& bias,
-                                     const at::Tensor& recurrent_kernel, const at::Tensor& states,
-                                     const std::vector<int64_t>& sizes, int64_t act, bool need_x) {
-  check_cpu(x, "x");
-  const Plan plan(states.size(0) - x.size(0), sizes);
+// -> d_x (undefined unless need_x), d_h0 (sorted rows), d_kernel, d_recurrent_kernel, d_bias
+std::vector<at::Tensor> gru_states_backward(const Plan& plan, const at::Tensor& d_states,
+                                            const at::Tensor& x, const at::Tensor& kernel,
+                                            const at::Tensor& bias,
+                                            const at::Tensor& recurrent_kernel,
+                                            const at::Tensor& states, int64_t act, bool need_x) {
   const int64_t batch = plan.batch, units = recurrent_kernel.size(0);
   const at::Tensor& w_r = recurrent_kernel;
   const at::Tensor b_in = bias[0], b_r = bias[1];
@@ -405,12 +484,11 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& d_states, const at::Tenso
   return {d_x, dh.add_(d_states.narrow(0, 0, batch)), d_kernel, d_w_r, d_bias};
 }
 
-at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
-                        const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w_gh,
-                        const at::Tensor& w_ch, const at::Tensor& h0,
-                        const std::vector<int64_t>& sizes, int64_t mode, int64_t act) {
-  check_cpu(x, "x");
-  const Plan plan(h0.size(0), sizes);
+// The attention GRU's states buffer; a (N, 1) packed scores or undefined,
+// w_x (D, 3U) = [W_gx | W_cx], b_x (3U).
+at::Tensor agru_states(const Plan& plan, const at::Tensor& x, const at::Tensor& a,
+                       const at::Tensor& w_x, const at::Tensor& b_x, const at::Tensor& w_gh,
+                       const at::Tensor& w_ch, const at::Tensor& h0, int64_t mode, int64_t act) {
   const int64_t batch = plan.batch, units = h0.size(1);
   at::Tensor states = at::empty({batch + plan.total(), units}, x.options());
   states.narrow(0, 0, batch).copy_(h0);
@@ -418,7 +496,7 @@ at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
     const int64_t r0 = plan.offsets[t0], r1 = plan.offsets[t1];
     const at::Tensor xp = at::addmm(b_x, x.narrow(0, r0, r1 - r0), w_x);  // [gates | candidate]
     const c10::optional<at::Tensor> a_chunk =
-        a.has_value() ? c10::optional<at::Tensor>(a->narrow(0, r0, r1 - r0)) : c10::nullopt;
+        a.defined() ? c10::optional<at::Tensor>(a.narrow(0, r0, r1 - r0)) : c10::nullopt;
     const at::Tensor rows = plan.forward_rows(t0, t1);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "agru_forward", [&] {
       agru_packed_forward_impl<scalar_t>(xp, a_chunk, w_gh, w_ch, states, rows, mode, act);
@@ -427,18 +505,18 @@ at::Tensor agru_forward(const at::Tensor& x, const c10::optional<at::Tensor>& a,
   return states;
 }
 
-std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tensor& x,
-                                      const c10::optional<at::Tensor>& a, const at::Tensor& w_x,
-                                      const at::Tensor& b_x, const at::Tensor& w_gh,
-                                      const at::Tensor& w_ch, const at::Tensor& states,
-                                      const std::vector<int64_t>& sizes, int64_t mode, int64_t act,
-                                      bool need_x) {
-  check_cpu(x, "x");
-  const Plan plan(states.size(0) - x.size(0), sizes);
+// -> d_x (undefined unless need_x), d_a (undefined without a), d_h0 (sorted
+// rows), d_w_x, d_b_x, d_w_gh, d_w_ch
+std::vector<at::Tensor> agru_states_backward(const Plan& plan, const at::Tensor& d_states,
+                                             const at::Tensor& x, const at::Tensor& a,
+                                             const at::Tensor& w_x, const at::Tensor& b_x,
+                                             const at::Tensor& w_gh, const at::Tensor& w_ch,
+                                             const at::Tensor& states, int64_t mode, int64_t act,
+                                             bool need_x) {
   const int64_t batch = plan.batch, units = w_gh.size(0);
   at::Tensor dh = at::zeros({batch, units}, x.options());  // dL/d(latest state) of every sorted row
   at::Tensor d_x = need_x ? at::empty_like(x) : at::Tensor();
-  at::Tensor d_a = a.has_value() ? at::empty_like(*a) : at::Tensor();
+  at::Tensor d_a = a.defined() ? at::empty_like(a) : at::Tensor();
   at::Tensor d_w_x = at::zeros_like(w_x), d_b_x = at::zeros_like(b_x);
   at::Tensor d_w_gh = at::zeros_like(w_gh), d_w_ch = at::zeros_like(w_ch);
   const auto chunks = plan.chunks(5 * units);
@@ -446,7 +524,7 @@ std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tens
     const auto [t0, t1] = *chunk;
     const int64_t r0 = plan.offsets[t0], r1 = plan.offsets[t1];
     const at::Tensor prev = plan.prev_states(states, t0, t1), xc = x.narrow(0, r0, r1 - r0);
-    const at::Tensor a_c = a.has_value() ? a->narrow(0, r0, r1 - r0) : at::Tensor();
+    const at::Tensor a_c = a.defined() ? a.narrow(0, r0, r1 - r0) : at::Tensor();
     const auto f = agru_factors(xc, w_x, b_x, w_gh, w_ch, prev, a_c, mode, act);
     const at::Tensor &q = f[0], &r = f[1], &diff = f[2], &u = f[3], &coefs = f[4], &z_act = f[5],
                      &keep = f[6];
@@ -475,4 +553,91 @@ std::vector<at::Tensor> agru_backward(const at::Tensor& d_states, const at::Tens
     d_w_ch.addmm_(q.t(), d_xp.narrow(1, 2 * units, units));
   }
   return {d_x, d_a, dh.add_(d_states.narrow(0, 0, batch)), d_w_x, d_b_x, d_w_gh, d_w_ch};
+}
+
+// The AGRU's weights as the drivers take them: w_x (D, 3U) = [W_gx | W_cx],
+// b_x (3U), w_gh (U, 2U), w_ch (U, U).
+std::array<at::Tensor, 4> agru_weights(int64_t d, const at::Tensor& gates_kernel,
+                                       const at::Tensor& gates_bias,
+                                       const at::Tensor& candidate_kernel,
+                                       const at::Tensor& candidate_bias) {
+  return {at::cat({gates_kernel.narrow(0, 0, d), candidate_kernel.narrow(0, 0, d)}, 1),
+          at::cat({gates_bias, candidate_bias}),
+          gates_kernel.narrow(0, d, gates_kernel.size(0) - d),
+          candidate_kernel.narrow(0, d, candidate_kernel.size(0) - d)};
+}
+
+at::Tensor packed_scores(const Plan& plan, const c10::optional<at::Tensor>& scores) {
+  return scores.has_value() ? plan.pack(scores->unsqueeze(-1)) : at::Tensor();
+}
+
+at::Tensor defined(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+}  // namespace
+
+std::vector<at::Tensor> gru_forward(const at::Tensor& inputs, const c10::optional<at::Tensor>& mask,
+                                    const at::Tensor& kernel, const at::Tensor& bias,
+                                    const at::Tensor& recurrent_kernel, const at::Tensor& h0,
+                                    int64_t act) {
+  check_cpu(inputs, "inputs");
+  const Plan plan(defined(mask), inputs.size(0), inputs.size(1));
+  const at::Tensor states =
+      gru_states(plan, plan.pack(inputs), kernel, bias, recurrent_kernel, plan.sort_rows(h0), act);
+  return plan.results(states);
+}
+
+std::vector<at::Tensor> gru_backward(const c10::optional<at::Tensor>& d_outputs,
+                                     const c10::optional<at::Tensor>& d_final,
+                                     const at::Tensor& inputs, const c10::optional<at::Tensor>& mask,
+                                     const at::Tensor& kernel, const at::Tensor& bias,
+                                     const at::Tensor& recurrent_kernel, const at::Tensor& h0,
+                                     const at::Tensor& outputs, int64_t act, bool need_x) {
+  check_cpu(inputs, "inputs");
+  const Plan plan(defined(mask), inputs.size(0), inputs.size(1));
+  auto grads = gru_states_backward(plan, plan.d_states(d_outputs, d_final, outputs),
+                                   plan.pack(inputs), kernel, bias, recurrent_kernel,
+                                   plan.states(h0, outputs), act, need_x);
+  if (need_x) grads[0] = plan.unpack(grads[0]);
+  grads[1] = plan.unsort_rows(grads[1]);
+  return grads;
+}
+
+std::vector<at::Tensor> agru_forward(const at::Tensor& inputs,
+                                     const c10::optional<at::Tensor>& att_scores,
+                                     const c10::optional<at::Tensor>& mask,
+                                     const at::Tensor& gates_kernel, const at::Tensor& gates_bias,
+                                     const at::Tensor& candidate_kernel,
+                                     const at::Tensor& candidate_bias, const at::Tensor& h0,
+                                     int64_t mode, int64_t act) {
+  check_cpu(inputs, "inputs");
+  const Plan plan(defined(mask), inputs.size(0), inputs.size(1));
+  const auto [w_x, b_x, w_gh, w_ch] =
+      agru_weights(inputs.size(2), gates_kernel, gates_bias, candidate_kernel, candidate_bias);
+  const at::Tensor states = agru_states(plan, plan.pack(inputs), packed_scores(plan, att_scores),
+                                        w_x, b_x, w_gh, w_ch, plan.sort_rows(h0), mode, act);
+  return plan.results(states);
+}
+
+std::vector<at::Tensor> agru_backward(
+    const c10::optional<at::Tensor>& d_outputs, const c10::optional<at::Tensor>& d_final,
+    const at::Tensor& inputs, const c10::optional<at::Tensor>& att_scores,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& gates_kernel,
+    const at::Tensor& gates_bias, const at::Tensor& candidate_kernel,
+    const at::Tensor& candidate_bias, const at::Tensor& h0, const at::Tensor& outputs, int64_t mode,
+    int64_t act, bool need_x) {
+  check_cpu(inputs, "inputs");
+  const Plan plan(defined(mask), inputs.size(0), inputs.size(1));
+  const int64_t d = inputs.size(2), units = h0.size(1);
+  const auto w = agru_weights(d, gates_kernel, gates_bias, candidate_kernel, candidate_bias);
+  const auto g = agru_states_backward(plan, plan.d_states(d_outputs, d_final, outputs),
+                                      plan.pack(inputs), packed_scores(plan, att_scores), w[0],
+                                      w[1], w[2], w[3], plan.states(h0, outputs), mode, act, need_x);
+  // g: d_x, d_a, d_h0, d_w_x, d_b_x, d_w_gh, d_w_ch -> the cell's own weights' gradients.
+  return {need_x ? plan.unpack(g[0]) : at::Tensor(),
+          g[1].defined() ? plan.unpack(g[1]).squeeze(-1) : at::Tensor(),
+          plan.unsort_rows(g[2]),
+          at::cat({g[3].narrow(1, 0, 2 * units), g[5]}),
+          g[4].narrow(0, 0, 2 * units).clone(),
+          at::cat({g[3].narrow(1, 2 * units, units), g[6]}),
+          g[4].narrow(0, 2 * units, units).clone()};
 }
