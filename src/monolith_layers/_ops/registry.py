@@ -26,6 +26,7 @@ from .switch import autocasting, compiling, is_jit_tracing, record, switch_on
 NAMESPACE = "monolith_layers"
 HAS_CUSTOM_OPS = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
 KERNEL_DTYPES = (torch.float32, torch.float64)
+_CPU_KERNELS = torch.library.Library(NAMESPACE, "IMPL") if HAS_CUSTOM_OPS else None
 
 
 def define(
@@ -42,6 +43,10 @@ def define(
     if not HAS_CUSTOM_OPS:  # pragma: no cover - torch < 2.4
         return impl
     op = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=())(impl)
+    # The CPU kernel straight to the implementation: custom_op's own wrapper
+    # around it cost 0.19 ms a call on SeNet's (1024, 39, 16) (against 0.26 ms
+    # for the kernel), which an exported program would pay on every call.
+    _CPU_KERNELS.impl(name, impl, "CPU")
     op.register_fake(fake)
     if backward is not None:
         op.register_autograd(backward, setup_context=setup_context)
