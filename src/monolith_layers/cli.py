@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the native kernels now (otherwise the first training run does)",
         description="Compile the C++ kernels of DIEN's recurrences, DIN, AutoInt and SeNet into "
         "torch's extension cache, once per environment (torch installation and CPU). Needs a C++ "
-        "compiler; 44 s on a 2-core machine. Without them the layers run as tensor "
+        "compiler; about a minute on a 2-core machine. Without them the layers run as tensor "
         "ops (same results, slower); MONOLITH_LAYERS_FUSED=0 keeps to those.",
     )
     build.set_defaults(run=cmd_build_kernels)

@@ -6,7 +6,7 @@ tensor op; ``csrc/din.cpp`` runs DIN's tower and pooling, and
 ``csrc/interactions.cpp`` AutoInt's rounds and the whole of SeNet, a batch
 row (or a block of rows) at a time in cache. They are compiled once per
 environment with :func:`torch.utils.cpp_extension.load` (a C++ compiler and
-ninja are needed; 44 s cold on a 2-core machine: only ``module.cpp``
+ninja are needed; 53 s cold on a 2-core machine: only ``module.cpp``
 includes ``torch/extension.h``) into torch's extension cache, tuned for the
 CPU it runs on: on first use, or ahead of time with :func:`build_native`
 (``monolith-layers build-kernels``). Where they cannot be built, the layers
