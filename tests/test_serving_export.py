@@ -50,6 +50,21 @@ def test_exports_match_eager_at_several_batch_sizes(name, fmt, tmp_path):
         np.testing.assert_allclose(_run(fmt, path, inputs), want, atol=1e-5, rtol=1e-5)
 
 
+def test_exported_program_carries_frozen_kernels_and_the_model_is_untouched(tmp_path):
+    # The weight norms are computed once into the artefact (no norm ops per
+    # request); the model itself keeps computing them from its weights.
+    model = _model("din")
+    program = torch.export.load(str(export_model(model, "exported-program", tmp_path / "m.pt2")))
+    ops = {str(node.target) for node in program.graph.nodes}
+    assert "aten.rsqrt.default" not in ops and "monolith_layers.din_attention.default" in ops
+    assert all("effective_kernel" not in vars(m) for m in model.modules())
+    serving, inputs = ServingModule(model).eval(), example_inputs(model, 3, T)
+    with torch.no_grad():
+        before = serving(*inputs)
+        model.head.dense_0.kernel.mul_(-1.0)  # the eager model still reads its weights
+        assert not torch.allclose(serving(*inputs), before)
+
+
 def test_cli_export_and_bad_input(tmp_path, capsys):
     model = _model("dien")
     save_model(model, tmp_path / "run")
