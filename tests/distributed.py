@@ -39,3 +39,18 @@ def spawn(body, *args, world: int = 2) -> None:
     The group is torn down only after every rank's ``body`` has returned.
     """
     mp.spawn(_run_in_group, args=(world, free_port(), body, *args), nprocs=world, join=True)
+
+
+def tiny_model_config(log, encoder: str = "dien"):
+    """A small CTR model's config for ``log`` (E = 4, T = 6, one hidden layer of 8)."""
+    from monolith_layers.models import ModelConfig
+
+    return ModelConfig(
+        encoder=encoder,
+        embed_dim=4,
+        max_len=6,
+        hidden_units=[8],
+        num_users=log.num_users,
+        num_items=log.num_items,
+        num_categories=log.num_categories,
+    )

@@ -22,6 +22,17 @@ def counting_native_calls(op=None):
     calls.extend(path == "kernel" for name, path in ran if op is None or name == op)
 
 
+def kernel_and_reference(case_fn, **case):
+    """``case_fn(**case)`` through the operators (checked to be used) and with
+    the fast path switched off."""
+    with counting_native_calls() as calls:
+        kernel = case_fn(**case)
+    assert calls and all(calls), "the operator was not used"
+    with ml.fused(False):
+        reference = case_fn(**case)
+    return kernel, reference
+
+
 def assert_within_float32_rounding(native, reference, exact):
     """Each float32 result of a kernel is within a few times the float32 error
     of the reference path's, both measured against the float64 reference."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from native_helpers import counting_native_calls, needs_kernels
+from native_helpers import kernel_and_reference, needs_kernels
 
 import monolith_layers as ml
 from monolith_layers import AGRUCell, KerasGRUCell, dynamic_rnn_with_attention, fused, gru_sequence
@@ -64,16 +64,6 @@ def _gru_case(seed, batch, steps, units, act, mask_kind, final_only, dtype=torch
     return [out, final, *torch.autograd.grad(loss, [x, h0, *cell.parameters()])]
 
 
-def _operator_and_reference(case_fn, **case):
-    """The case through the operator (checked to be used) and through the step loop."""
-    with counting_native_calls() as calls:
-        operator = case_fn(**case)
-    assert calls and all(calls), "the operator was not used"
-    with fused(False):
-        reference = case_fn(**case)
-    return operator, reference
-
-
 def _assert_all_close(got, want):
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
@@ -93,14 +83,14 @@ SHAPES = dict(
 @settings(max_examples=60, deadline=None)
 @given(mode=st.sampled_from([None, "AGRU", "AUGRU"]), **SHAPES)
 def test_attention_gru_operator_equals_the_step_loop(mode, **case):
-    _assert_all_close(*_operator_and_reference(_agru_case, mode=mode, **case))
+    _assert_all_close(*kernel_and_reference(_agru_case, mode=mode, **case))
 
 
 @needs_kernels
 @settings(max_examples=60, deadline=None)
 @given(final_only=st.booleans(), **SHAPES)
 def test_keras_gru_operator_equals_the_step_loop(final_only, **case):
-    _assert_all_close(*_operator_and_reference(_gru_case, final_only=final_only, **case))
+    _assert_all_close(*kernel_and_reference(_gru_case, final_only=final_only, **case))
 
 
 def _agru_args(mode, mask_kind="holes", seed=3):

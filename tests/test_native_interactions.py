@@ -7,22 +7,13 @@ from hypothesis import strategies as st
 from native_helpers import (
     assert_within_float32_rounding,
     counting_native_calls,
+    kernel_and_reference,
     needs_kernels,
 )
 
 from monolith_layers import AutoInt, SeNet, fused, set_fused
 
 pytestmark = needs_kernels
-
-
-def _native_and_reference(case_fn, **case):
-    """The case with the native kernels (checked to be used) and without."""
-    with counting_native_calls() as calls:
-        native = case_fn(**case)
-    assert calls and all(calls), "the native kernel was not used"
-    with fused(False):
-        reference = case_fn(**case)
-    return native, reference
 
 
 def _assert_all_close(got, want, rtol=1e-10, atol=1e-12):
@@ -67,7 +58,7 @@ def _autoint_case(seed, batch, fields, width, rounds, scale, mask_kind, dtype=to
     mask_kind=st.sampled_from(["none", "all", "random", "with_empty_rows"]),
 )
 def test_autoint_kernel_equals_the_tensor_ops(**case):
-    _assert_all_close(*_native_and_reference(_autoint_case, **case))
+    _assert_all_close(*kernel_and_reference(_autoint_case, **case))
 
 
 def test_autoint_kernel_gradcheck():
@@ -84,7 +75,7 @@ def test_autoint_kernel_gradcheck():
 def test_autoint_kernel_propagates_nan_like_the_tensor_ops():
     x = torch.randn(2, 5, 4, dtype=torch.float64)
     x[0, 2, 1] = float("nan")
-    native, reference = _native_and_reference(lambda: [AutoInt(out_type="stack")(x)])
+    native, reference = kernel_and_reference(lambda: [AutoInt(out_type="stack")(x)])
     assert torch.equal(native[0].isnan(), reference[0].isnan())
     assert native[0][0].isnan().all() and not native[0][1].isnan().any()
 
@@ -143,7 +134,7 @@ def _senet_case(seed, batch, fields, width, cmp_dim, upstream, x_grad, dtype=tor
     x_grad=st.booleans(),
 )
 def test_senet_kernel_equals_the_tensor_ops(**case):
-    _assert_all_close(*_native_and_reference(_senet_case, **case))
+    _assert_all_close(*kernel_and_reference(_senet_case, **case))
 
 
 @pytest.mark.parametrize(
@@ -165,7 +156,7 @@ def test_senet_kernel_equals_the_tensor_ops(**case):
     ids=["autoint", "autoint-masked", "senet"],
 )
 def test_kernel_in_float32_is_within_rounding(case_fn, case):
-    native, reference = _native_and_reference(case_fn, dtype=torch.float32, **case)
+    native, reference = kernel_and_reference(case_fn, dtype=torch.float32, **case)
     with fused(False):  # the float64 reference, not the kernel under test
         exact = case_fn(dtype=torch.float64, **case)
     assert_within_float32_rounding(native, reference, exact)

@@ -154,55 +154,41 @@ def test_packed_paths_ignore_nan_and_inf_in_padding():
 
 
 @needs_kernels
+@pytest.mark.parametrize("op", ["gru", "none", "AGRU", "AUGRU"])
 @pytest.mark.parametrize(
     "lengths",
     [[1], [0], [3, 0, 2, 3], [0, 0], [2, 2, 2]],
     ids=["B=1,T=1", "one empty row", "mixed", "all padding", "full"],
 )
-def test_gradcheck_packed_gru_backward(lengths):
-    steps = max(max(lengths), 1)
+def test_gradcheck_of_the_recurrences_on_edge_lengths(op, lengths):
+    # op: the Keras GRU, or the attention GRU in one of its modes.
+    steps, batch, d, u = max(max(lengths), 1), len(lengths), 2, 3
     mask = _mask(lengths, steps)
     torch.manual_seed(1)
-    d, u = 2, 3
 
     def new(*shape):
         return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
 
-    x, h0 = new(len(lengths), steps, d), new(len(lengths), u)
-    kernel, recurrent, bias = new(d, 3 * u), new(u, 3 * u), new(2, 3 * u)
-    for act in ("tanh", "sigmoid", "linear"):
-
-        def fn(*args, act=act):
-            return torch.ops.monolith_layers.gru(*args, mask, act)
-
-        assert torch.autograd.gradcheck(fn, (x, h0, kernel, recurrent, bias), eps=1e-6, atol=1e-5)
-
-
-@needs_kernels
-@pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
-@pytest.mark.parametrize("lengths", [[1], [3, 0, 2, 3], [0, 0]], ids=["B=1,T=1", "mixed", "empty"])
-def test_gradcheck_packed_attention_backward(mode, lengths):
-    steps = max(max(lengths), 1)
-    mask = _mask(lengths, steps)
-    torch.manual_seed(2)
-    d, u = 2, 3
-
-    def new(*shape):
-        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-
-    x, h0 = new(len(lengths), steps, d), new(len(lengths), u)
-    weights = (new(d + u, 2 * u), new(2 * u), new(d + u, u), new(u))
-    att = None if mode == "none" else torch.rand(len(lengths), steps, dtype=torch.float64)
-    if att is not None:
-        att.requires_grad_()
+    x, h0 = new(batch, steps, d), new(batch, u)
+    if op == "gru":
+        weights = (new(d, 3 * u), new(u, 3 * u), new(2, 3 * u))
+        scores = ()
+    else:
+        weights = (new(d + u, 2 * u), new(2 * u), new(d + u, u), new(u))
+        scores = (
+            ()
+            if op == "none"
+            else (torch.rand(batch, steps, dtype=torch.float64).requires_grad_(),)
+        )
     for act in ("tanh", "sigmoid", "linear"):
 
         def fn(x, h0, *rest, act=act):
-            scores = rest[4] if att is not None else None
-            return torch.ops.monolith_layers.agru(x, scores, h0, *rest[:4], mask, mode, act)
+            if op == "gru":
+                return torch.ops.monolith_layers.gru(x, h0, *rest, mask, act)
+            att = rest[4] if scores else None
+            return torch.ops.monolith_layers.agru(x, att, h0, *rest[:4], mask, op, act)
 
-        inputs = (x, h0, *weights) + ((att,) if att is not None else ())
-        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(fn, (x, h0, *weights, *scores), eps=1e-6, atol=1e-5)
 
 
 @needs_kernels

@@ -9,10 +9,10 @@ import torch
 
 pytest.importorskip("torchrec")
 
-from distributed import spawn  # noqa: E402
+from distributed import spawn, tiny_model_config  # noqa: E402
 
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate  # noqa: E402
-from monolith_layers.models import CTRModel, ModelConfig  # noqa: E402
+from monolith_layers.models import CTRModel  # noqa: E402
 from monolith_layers.models.sharded import ShardingError, TorchRecCTRModel, shard  # noqa: E402
 
 
@@ -20,16 +20,7 @@ def _setup(encoder="dien"):
     log = generate(SyntheticConfig(num_users=60, max_events=14, seed=5))
     train = build_datasets(log, DataConfig(max_len=6))[0]
     train.with_negative_history = True
-    config = ModelConfig(
-        encoder=encoder,
-        embed_dim=4,
-        max_len=6,
-        hidden_units=[8],
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
-    )
-    return train.__getitems__(np.arange(16)), config
+    return train.__getitems__(np.arange(16)), tiny_model_config(log, encoder)
 
 
 def _copy_into(target_state: dict, source_state: dict) -> None:

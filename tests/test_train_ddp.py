@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from distributed import free_port, spawn
+from distributed import free_port, spawn, tiny_model_config
 
 from monolith_layers.cli import main
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
-from monolith_layers.models import CTRModel, ModelConfig
+from monolith_layers.models import CTRModel
 from monolith_layers.train import TrainConfig, Trainer, load_model
 
 pytest.importorskip("sklearn")
@@ -23,16 +23,7 @@ USERS = 151  # an odd test split: the world size does not divide it
 def _setup():
     log = generate(SyntheticConfig(num_users=USERS, max_events=16, seed=4))
     splits = build_datasets(log, DataConfig(max_len=6))
-    config = ModelConfig(
-        encoder="dien",
-        embed_dim=4,
-        max_len=6,
-        hidden_units=[8],
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
-    )
-    return splits, config
+    return splits, tiny_model_config(log)
 
 
 def _worker(rank, world, folder):
