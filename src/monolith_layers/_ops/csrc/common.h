@@ -98,30 +98,28 @@ void times_derivative(T* __restrict d, const T* __restrict a, int64_t n, int64_t
   }
 }
 
-// Rows of a (T, B, width) buffer (row b of step t), or of a (rows, width) one
-// (row i), plus a column offset. A buffer of width 1 (a per-row factor such as
-// AGRU's score) is read as that one value for every column: col = 0.
+// Rows of a (rows, width) buffer with unit column stride (rows may be
+// strided: views into wider buffers). A buffer of width 1 (a per-row factor
+// such as AGRU's score) is read as that one value for every column: col = 0.
 template <typename T>
 struct Rows {
   T* data = nullptr;
-  int64_t step = 0, row = 0, col = 1;
+  int64_t row = 0, col = 1;
 
   Rows() = default;
-  Rows(const at::Tensor& x, int64_t column = 0) : data(x.data_ptr<T>() + column) {
-    TORCH_CHECK((x.dim() == 2 || x.dim() == 3) && (x.stride(-1) == 1 || x.size(-1) == 1),
-                "recurrence buffers must be (T, B, W) or (rows, W) with unit last stride");
-    step = x.dim() == 3 ? x.stride(0) : 0;
-    row = x.stride(-2);
-    col = x.size(-1) == 1 ? 0 : 1;
+  explicit Rows(const at::Tensor& x) : data(x.data_ptr<T>()) {
+    TORCH_CHECK(x.dim() == 2 && (x.stride(1) == 1 || x.size(1) == 1),
+                "recurrence buffers must be (rows, W) with unit last stride");
+    row = x.stride(0);
+    col = x.size(1) == 1 ? 0 : 1;
   }
   explicit operator bool() const { return data != nullptr; }
-  T* at(int64_t t, int64_t b) const { return data + t * step + b * row; }
   T* at(int64_t i) const { return data + i * row; }
 };
 
 template <typename T>
-Rows<T> optional_rows(const c10::optional<at::Tensor>& x, int64_t column = 0) {
-  return x.has_value() && x->defined() ? Rows<T>(*x, column) : Rows<T>();
+Rows<T> optional_rows(const c10::optional<at::Tensor>& x) {
+  return x.has_value() && x->defined() ? Rows<T>(*x) : Rows<T>();
 }
 
 // One step over the batch: fn(begin, end) on row ranges, in parallel when each
