@@ -5,7 +5,17 @@ Every public name is importable from here, e.g.
 """
 
 from . import activations, initializers, plotting, regularizers
-from ._ops import build_native, fused, fused_enabled, native, set_fused, set_native, which_paths
+from ._ops import (
+    build_native,
+    cpu_backend,
+    fused,
+    fused_enabled,
+    native,
+    set_cpu_backend,
+    set_fused,
+    set_native,
+    which_paths,
+)
 from .agru import AGRUCell, dynamic_rnn_with_attention, static_rnn_with_attention
 from .batch_norm import BatchNorm
 from .dense import Dense
@@ -41,8 +51,10 @@ __all__ = [
     "BatchNorm",
     "fused",
     "fused_enabled",
+    "set_cpu_backend",
     "set_fused",
     "build_native",
+    "cpu_backend",
     "native",
     "set_native",
     "which_paths",

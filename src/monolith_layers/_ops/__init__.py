@@ -29,10 +29,12 @@ from .interactions import autoint, senet
 from .recurrences import agru, gru
 from .registry import use_kernel
 from .switch import (
+    cpu_backend,
     fused,
     fused_enabled,
     is_tracing,
     native,
+    set_cpu_backend,
     set_fused,
     set_native,
     which_paths,
@@ -42,6 +44,7 @@ __all__ = [
     "agru",
     "autoint",
     "build_native",
+    "cpu_backend",
     "din_attention",
     "DIN_ACTIVATIONS",
     "fused",
@@ -50,6 +53,7 @@ __all__ = [
     "is_tracing",
     "native",
     "senet",
+    "set_cpu_backend",
     "set_fused",
     "set_native",
     "use_kernel",

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 from .build import ACTIVATIONS as _SHARED_ACTIVATIONS
-from .registry import define, input_needs, refuse_double_backward, require_kernels
+from .registry import (
+    define,
+    input_needs,
+    refuse_double_backward,
+    require_kernels,
+    triton_implementations,
+)
 
 # The tower activations the kernel knows: the recurrences' four, and PReLU
 # (csrc/din.cpp's kPrelu), whose slopes arrive beside the tower.
@@ -134,7 +140,25 @@ def _backward(ctx, d_out, _d_weights, _d_hidden):
     return d_queries, d_keys, None, d_tower, no_grad_codes, d_slopes, None, None, None, None
 
 
-din_attention = define("din_attention", din_attention_impl, din_attention_fake, _setup, _backward)
+def din_attention_triton(*args):
+    return triton_implementations().din_forward(*args)
+
+
+def din_attention_backward_triton(*args):
+    return triton_implementations().din_backward(*args)
+
+
+din_attention = define(
+    "din_attention",
+    din_attention_impl,
+    din_attention_fake,
+    _setup,
+    _backward,
+    triton_impl=din_attention_triton,
+)
 din_attention_backward = define(
-    "din_attention_backward", din_attention_backward_impl, din_attention_backward_fake
+    "din_attention_backward",
+    din_attention_backward_impl,
+    din_attention_backward_fake,
+    triton_impl=din_attention_backward_triton,
 )

@@ -47,7 +47,13 @@ import torch
 from torch import Tensor
 
 from . import build
-from .registry import define, input_needs, refuse_double_backward, require_kernels
+from .registry import (
+    define,
+    input_needs,
+    refuse_double_backward,
+    require_kernels,
+    triton_implementations,
+)
 
 
 def _setup(ctx, inputs, output) -> None:
@@ -147,8 +153,30 @@ def gru_backward_fake(
     return d_inputs, *(torch.empty_like(t) for t in (init_state, kernel, recurrent_kernel, bias))
 
 
-gru_backward = define("gru_backward", gru_backward_impl, gru_backward_fake)
-gru = define("gru", gru_impl, gru_fake, _setup, _backward_with(gru_backward, "gru_sequence"))
+def gru_triton(inputs, init_state, kernel, recurrent_kernel, bias, mask, activation):
+    act = build.ACTIVATIONS[activation]
+    return triton_implementations().gru_forward(
+        inputs, init_state, kernel, recurrent_kernel, bias, mask, act
+    )
+
+
+def gru_backward_triton(*args):
+    *tensors, activation, need_inputs = args
+    gpu = triton_implementations()
+    return gpu.gru_backward(*tensors, build.ACTIVATIONS[activation], need_inputs)
+
+
+gru_backward = define(
+    "gru_backward", gru_backward_impl, gru_backward_fake, triton_impl=gru_backward_triton
+)
+gru = define(
+    "gru",
+    gru_impl,
+    gru_fake,
+    _setup,
+    _backward_with(gru_backward, "gru_sequence"),
+    triton_impl=gru_triton,
+)
 
 
 # -- attention GRU --
@@ -223,11 +251,26 @@ def agru_backward_fake(d_outputs, d_final, inputs, att_scores, *rest):
     return (d_inputs, d_att, *(torch.empty_like(t) for t in rest[:5]))
 
 
-agru_backward = define("agru_backward", agru_backward_impl, agru_backward_fake)
+def agru_triton(*args):
+    *tensors, mode, activation = args
+    codes = build.MODES[mode], build.ACTIVATIONS[activation]
+    return triton_implementations().agru_forward(*tensors, *codes)
+
+
+def agru_backward_triton(*args):
+    *tensors, mode, activation, need_inputs = args
+    codes = build.MODES[mode], build.ACTIVATIONS[activation]
+    return triton_implementations().agru_backward(*tensors, *codes, need_inputs)
+
+
+agru_backward = define(
+    "agru_backward", agru_backward_impl, agru_backward_fake, triton_impl=agru_backward_triton
+)
 agru = define(
     "agru",
     agru_impl,
     agru_fake,
     _setup,
     _backward_with(agru_backward, "dynamic_rnn_with_attention"),
+    triton_impl=agru_triton,
 )

@@ -5,13 +5,17 @@
 implementation's type hints, the fake implementation gives the shapes to
 ``torch.compile`` / ``torch.export``, and the backward, when given, is
 registered with ``register_autograd`` (it calls another operator, so a
-compiled backward sees one opaque call too). The implementation is the one
-for every device; a GPU implementation would be added to the same operator
-with ``register_kernel``.
+compiled backward sees one opaque call too). An operator with a Triton
+implementation (:mod:`.gpu`) has it registered as its CUDA kernel; its CPU
+kernel runs the C++ implementation, or the Triton one under
+``cpu_backend("triton")`` (Triton's interpreter).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 import warnings
 from collections.abc import Callable
 from types import ModuleType
@@ -21,12 +25,22 @@ import torch
 
 from . import build
 from .eager import Operator
-from .switch import autocasting, compiling, is_jit_tracing, record, switch_on
+from .switch import (
+    autocasting,
+    compiling,
+    cpu_backend_in_use,
+    is_jit_tracing,
+    record,
+    switch_on,
+)
 
 NAMESPACE = "monolith_layers"
 HAS_CUSTOM_OPS = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
 KERNEL_DTYPES = (torch.float32, torch.float64)
 _CPU_KERNELS = torch.library.Library(NAMESPACE, "IMPL") if HAS_CUSTOM_OPS else None
+
+
+TRITON_OPS: set[str] = set()  # the operators with a Triton implementation
 
 
 def define(
@@ -35,22 +49,48 @@ def define(
     fake: Callable[..., Any],
     setup_context: Callable[..., None] | None = None,
     backward: Callable[..., Any] | None = None,
+    triton_impl: Callable[..., Any] | None = None,
 ) -> Callable[..., Any]:
     """``torch.ops.monolith_layers.<name>`` behind an :class:`~.eager.Operator`
     (the operator for tracers, its implementation directly in eager mode), or
     ``impl`` itself on a torch without custom ops (the layers then never call
-    it: :func:`blocked` says so)."""
+    it: :func:`blocked` says so). ``triton_impl``, with ``impl``'s signature,
+    becomes the CUDA kernel, and the CPU kernel under the Triton backend."""
     if not HAS_CUSTOM_OPS:  # pragma: no cover - torch < 2.4
         return impl
     op = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=())(impl)
+    run = impl
+    if triton_impl is not None:
+        TRITON_OPS.add(name)
+        op.register_kernel("cuda", triton_impl)
+        run = _cpu_backend_choice(impl, triton_impl)
     # The CPU kernel straight to the implementation: custom_op's own wrapper
     # around it cost 0.19 ms a call on SeNet's (1024, 39, 16) (against 0.26 ms
     # for the kernel), which an exported program would pay on every call.
-    _CPU_KERNELS.impl(name, impl, "CPU")
+    _CPU_KERNELS.impl(name, run, "CPU")
     op.register_fake(fake)
     if backward is not None:
         op.register_autograd(backward, setup_context=setup_context)
-    return Operator(op, impl, setup_context, backward)
+    return Operator(op, run, setup_context, backward)
+
+
+def _cpu_backend_choice(cpp_impl: Callable[..., Any], triton_impl: Callable[..., Any]):
+    """One implementation for eager calls and the CPU kernel: Triton for CUDA
+    tensors and under the Triton CPU backend, else the C++ one."""
+
+    def run(*args: Any) -> Any:
+        device = next(a.device for a in args if isinstance(a, torch.Tensor))
+        if device.type == "cpu" and cpu_backend_in_use() != "triton":
+            return cpp_impl(*args)
+        return triton_impl(*args)
+
+    return run
+
+
+def triton_implementations() -> ModuleType:
+    """The operators' Triton implementations (:mod:`.gpu`), imported on first use:
+    ``@triton.jit`` reads ``TRITON_INTERPRET`` when the kernels are defined."""
+    return importlib.import_module(f"{__package__}.gpu")
 
 
 def input_needs(inputs: tuple) -> list[bool]:
@@ -77,25 +117,71 @@ def blocked() -> str | None:
         return "TorchScript or ONNX export (the reference is what they record)"
     if autocasting():
         return "autocast (the kernels keep one dtype)"
+    return None
+
+
+@torch.compiler.assume_constant_result
+def cpp_unavailable() -> str | None:
+    """Why the C++ kernels cannot run (building them on first use), or None."""
     if not build.loaded() and build.kernels() is None:
         return "the C++ kernels could not be built"
+    return None
+
+
+@torch.compiler.assume_constant_result
+def triton_unavailable(on_cpu: bool) -> str | None:
+    """Why the Triton kernels cannot run, or None. On CPU tensors they need
+    Triton's interpreter; asking for them there without it is an error, not a
+    quiet fallback."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install 'monolith-layers[gpu]')"
+    if on_cpu and os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("", "0", "false"):
+        raise RuntimeError(
+            "monolith_layers: the Triton CPU backend (MONOLITH_LAYERS_BACKEND=triton / "
+            "cpu_backend('triton')) runs in Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before the first call, or use the C++ kernels (MONOLITH_LAYERS_BACKEND=cpp)"
+        )
     return None
 
 
 def use_kernel(op: str, *tensors: torch.Tensor | None, unsupported: str | None = None) -> bool:
     """Whether the layer calling ``op`` on these tensors runs the operator.
 
-    Needs: the switch on, no TorchScript / ONNX tracer, no autocast, the
-    kernels built (building them on first use), every tensor on the CPU in
-    one dtype, float32 or float64, and ``unsupported`` (the caller's own
-    reason, e.g. an activation the kernel lacks) None. The path taken is
-    recorded for :func:`~monolith_layers.which_paths`.
+    Needs: the switch on, no TorchScript / ONNX tracer, no autocast, every
+    tensor on one device in one dtype, float32 or float64, ``unsupported``
+    (the caller's own reason, e.g. an activation the kernel lacks) None, and
+    kernels for the device: the C++ ones on the CPU (built on first use),
+    the Triton ones on CUDA (and on the CPU under the Triton backend). The
+    path taken is recorded for :func:`~monolith_layers.which_paths`:
+    ``kernel`` (C++), ``kernel (triton)`` or ``reference: <why>``.
     """
-    reason = unsupported or _tensor_reason(tensors) or blocked()
-    record(op, "kernel" if reason is None else f"reference: {reason}")
+    backend, reason = None, unsupported or _tensor_reason(tensors) or blocked()
+    if reason is None:
+        device = next(t for t in tensors if t is not None).device
+        backend = _backend(op, device)
+        reason = _backend_reason(op, backend, device)
+    path = {"cpp": "kernel", "triton": "kernel (triton)"}.get(backend)
+    record(op, path if reason is None else f"reference: {reason}")
     if unsupported is not None and not compiling():
         _warn_once(op, unsupported)
     return reason is None
+
+
+def _backend(op: str, device: torch.device) -> str:
+    """``cpp``, ``triton``, or the device type when nothing runs there."""
+    if device.type == "cuda" or (device.type == "cpu" and cpu_backend_in_use() == "triton"):
+        return "triton"
+    return "cpp" if device.type == "cpu" else device.type
+
+
+def _backend_reason(op: str, backend: str, device: torch.device) -> str | None:
+    if backend == "cpp":
+        return cpp_unavailable()
+    if backend != "triton":
+        return f"on {backend} (no kernels for that device)"
+    if op not in TRITON_OPS:
+        return "no Triton implementation (its tensor ops are already batched GEMMs)"
+    return triton_unavailable(device.type == "cpu")
 
 
 _warned: set[tuple[str, str]] = set()
@@ -114,8 +200,8 @@ def _warn_once(op: str, reason: str) -> None:
 
 def _tensor_reason(tensors) -> str | None:
     present = [t for t in tensors if t is not None]
-    if any(t.device.type != "cpu" for t in present):
-        return "not on the CPU (no GPU implementation yet)"
+    if len({t.device for t in present}) > 1:
+        return "tensors on more than one device"
     dtypes = {t.dtype for t in present}
     if len(dtypes) != 1 or next(iter(dtypes)) not in KERNEL_DTYPES:
         return "not one float32 / float64 dtype"

@@ -6,6 +6,13 @@ read). ``with fused(enabled): ...`` overrides it for the block in the current
 thread or asyncio task only (a :class:`contextvars.ContextVar`), so one
 thread's reference run does not change what another thread computes.
 
+Which kernels CPU tensors run is a second, separate choice:
+``MONOLITH_LAYERS_BACKEND=cpp`` (the default: the C++ kernels) or
+``triton`` (the Triton kernels, in Triton's interpreter, which needs
+``TRITON_INTERPRET=1``: how the GPU kernels are tested without a GPU);
+``set_cpu_backend`` / ``with cpu_backend(...)`` set it from Python the same
+way. CUDA tensors always run the Triton kernels.
+
 Under ``torch.compile`` / ``torch.export`` the switch is read once, when the
 model is traced (:func:`switch_on` is a constant to the compiler): flip it
 before compiling, not after.
@@ -23,6 +30,8 @@ import torch
 
 ENV_VAR = "MONOLITH_LAYERS_FUSED"
 OLD_ENV_VAR = "MONOLITH_LAYERS_NATIVE"
+BACKEND_ENV_VAR = "MONOLITH_LAYERS_BACKEND"
+CPU_BACKENDS = ("cpp", "triton")
 _OFF = ("0", "false", "no", "off")
 
 
@@ -32,7 +41,19 @@ def _default_from_environment() -> bool:
     )
 
 
+def _check_backend(where: str, name: object) -> str:
+    if name not in CPU_BACKENDS:
+        raise ValueError(f"{where}: the CPU backend must be one of {CPU_BACKENDS}, got {name!r}")
+    return name
+
+
 _default = _default_from_environment()
+_default_backend = _check_backend(
+    BACKEND_ENV_VAR, os.environ.get(BACKEND_ENV_VAR, "cpp").strip().lower() or "cpp"
+)
+_scoped_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "monolith_layers_cpu_backend", default=None
+)
 _scoped: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
     "monolith_layers_fused", default=None
 )
@@ -102,6 +123,37 @@ def _deprecated_alias(name: str, replacement):
         f"Deprecated: the same switch as :func:`{replacement.__name__}`.",
     )
     return alias
+
+
+def set_cpu_backend(name: str) -> str:
+    """Which kernels CPU tensors run, ``"cpp"`` or ``"triton"``, for the whole
+    process; returns the old default (``MONOLITH_LAYERS_BACKEND`` gives the first).
+
+    ``"triton"`` runs the GPU kernels in Triton's interpreter: slow, for
+    testing them without a GPU; it needs ``TRITON_INTERPRET=1`` in the
+    environment before the kernels are first used, and the ``gpu`` extra.
+    """
+    global _default_backend
+    previous, _default_backend = _default_backend, _check_backend("set_cpu_backend", name)
+    return previous
+
+
+@contextlib.contextmanager
+def cpu_backend(name: str) -> Iterator[None]:
+    """``with cpu_backend("triton"): ...``: :func:`set_cpu_backend` for one block,
+    local to the thread or asyncio task."""
+    token = _scoped_backend.set(_check_backend("cpu_backend", name))
+    try:
+        yield
+    finally:
+        _scoped_backend.reset(token)
+
+
+@torch.compiler.assume_constant_result
+def cpu_backend_in_use() -> str:
+    """``"cpp"`` or ``"triton"``: which kernels CPU tensors run here."""
+    scoped = _scoped_backend.get()
+    return _default_backend if scoped is None else scoped
 
 
 set_native = _deprecated_alias("set_native", set_fused)
