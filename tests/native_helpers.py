@@ -11,15 +11,23 @@ CAN_BUILD = shutil.which("c++") is not None and shutil.which("ninja") is not Non
 needs_kernels = pytest.mark.skipif(not CAN_BUILD, reason="no C++ compiler / ninja here")
 
 
+def kernel_path() -> str:
+    """What :func:`monolith_layers.which_paths` records for a kernel call on CPU
+    tensors here: the C++ kernels, or the Triton ones under the Triton backend."""
+    return "kernel (triton)" if ml.cpu_backend_in_use() == "triton" else "kernel"
+
+
 @contextlib.contextmanager
 def counting_native_calls(op=None):
     """After the block, one entry per layer call in it (True where the call ran
-    its operator, False where it ran the reference), so that a test of the
-    kernel path fails on a silent fallback. ``op`` keeps one operator's calls."""
+    its operator on this backend's kernels, False where it ran anything else),
+    so that a test of the kernel path fails on a silent fallback. ``op`` keeps
+    one operator's calls."""
     calls = []
     with ml.which_paths() as ran:
         yield calls
-    calls.extend(path == "kernel" for name, path in ran if op is None or name == op)
+    expected = kernel_path()
+    calls.extend(path == expected for name, path in ran if op is None or name == op)
 
 
 def kernel_and_reference(case_fn, **case):

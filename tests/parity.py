@@ -28,8 +28,12 @@ def fixture_dir() -> Path:
 
 
 class Case:
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """One fixture. ``dtype`` (float32, the fixtures' own, by default) is the
+    precision the layer and its float inputs are run in; float64 separates the
+    maths from float32 rounding."""
+
+    def __init__(self, name: str, dtype: torch.dtype = torch.float32) -> None:
+        self.name, self.dtype = name, dtype
         self.data = dict(np.load(fixture_dir() / f"{name}.npz"))
         self.meta = json.loads(str(self.data["meta"]))
 
@@ -39,7 +43,11 @@ class Case:
     @property
     def inputs(self) -> dict[str, torch.Tensor]:
         return {
-            k: torch.tensor(v, requires_grad=k not in self.no_gradient)
+            k: torch.tensor(
+                v,
+                dtype=self.dtype if np.issubdtype(v.dtype, np.floating) else None,
+                requires_grad=k not in self.no_gradient,
+            )
             for k, v in self.section("input/").items()
         }
 
@@ -50,39 +58,40 @@ class Case:
     def build(self, class_name: str, config: dict, input_shape):
         layer = from_monolith(class_name, config, input_shape)
         load_monolith_weights(layer, self.section("weight/"))
-        return layer
+        return layer.to(self.dtype)
 
     def check(self, layer, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]):
         """Compare outputs, then input and weight gradients of the objective."""
+        results = self.results(layer, inputs, outputs)
+        for key, (got, want) in results.items():
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=key)
+
+    def results(
+        self, layer, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"output x" / "grad input x" / "grad weight x": (ours, the fixture's)}``:
+        the outputs, and the gradients of sum(output * cotangent) for the inputs
+        and for the layer's variables matched to the fixture's names."""
         expected = self.section("output/")
         assert set(outputs) == set(expected), (sorted(outputs), sorted(expected))
         cotangents = self.section("cotangent/")
-        objective = 0.0
+        pairs, objective = {}, 0.0
         for key, value in outputs.items():
-            np.testing.assert_allclose(
-                value.detach().numpy(), expected[key], rtol=RTOL, atol=ATOL, err_msg=f"output {key}"
-            )
-            objective = objective + (value * torch.tensor(cotangents[key])).sum()
+            pairs[f"output {key}"] = value.detach().numpy(), expected[key]
+            cotangent = torch.tensor(cotangents[key], dtype=value.dtype)
+            objective = objective + (value * cotangent).sum()
         variables = monolith_variables(layer) if layer is not None else {}
         params = [t for t in variables.values() if t.requires_grad]
         leaves = [t for t in inputs.values() if t.requires_grad] + params
         grads = torch.autograd.grad(objective, leaves, allow_unused=True)
         by_tensor = {id(t): g for t, g in zip(leaves, grads, strict=True)}
         for key, want in self.section("grad/input/").items():
-            got = by_tensor[id(inputs[key])]
-            np.testing.assert_allclose(
-                got.numpy(), want, rtol=RTOL, atol=ATOL, err_msg=f"grad input {key}"
-            )
+            pairs[f"grad input {key}"] = by_tensor[id(inputs[key])].numpy(), want
         weight_grads = self.section("grad/weight/")
         assert len(weight_grads) == len(params), (sorted(weight_grads), sorted(variables))
         matched, unexpected = _resolve_names(list(variables), list(weight_grads), None)
         assert not unexpected, unexpected
         for relative, full_name in matched.items():
             got = by_tensor[id(variables[relative])]
-            np.testing.assert_allclose(
-                got.numpy(),
-                weight_grads[full_name],
-                rtol=RTOL,
-                atol=ATOL,
-                err_msg=f"grad weight {full_name}",
-            )
+            pairs[f"grad weight {full_name}"] = got.numpy(), weight_grads[full_name]
+        return pairs

@@ -38,10 +38,15 @@ def test_cell_without_score_parity():
 @pytest.mark.parametrize("helper", [dynamic_rnn_with_attention, static_rnn_with_attention])
 def test_rnn_helpers_parity(name, helper):
     case = Case(name)
+    case.check(*run_rnn_helper(case, helper))
+
+
+def run_rnn_helper(case, helper=dynamic_rnn_with_attention):
+    """(cell, inputs, outputs) of an RNN-helper fixture, for :meth:`Case.check`."""
     inputs = case.inputs
     cell = _cell_from_case(case, inputs["inputs"].shape[2])
     outputs, final = helper(cell, inputs["inputs"], inputs["att_scores"])
-    case.check(cell, inputs, {"outputs": outputs, "final_state": final})
+    return cell, inputs, {"outputs": outputs, "final_state": final}
 
 
 def test_defaults_and_weights():

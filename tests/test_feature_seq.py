@@ -18,17 +18,20 @@ def _shapes(inputs, *names):
 @pytest.mark.parametrize("name", ["din_sum", "din_elementwise_decay_mask"])
 def test_din_parity(name):
     case = Case(name)
-    inputs = case.inputs
-    layer = case.build("DIN", case.meta["ctor_kwargs"], _shapes(inputs, "queries", "keys"))
-    out = layer(inputs["queries"], inputs["keys"], inputs.get("mask"))
-    case.check(layer, inputs, {"outputs": out})
+    case.check(*run_query_keys_layer(case, "DIN"))
 
 
 def test_dien_parity():
     case = Case("dien")
+    case.check(*run_query_keys_layer(case, "DIEN"))
+
+
+def run_query_keys_layer(case, class_name):
+    """(layer, inputs, outputs) of a DIN / DIEN fixture, for :meth:`Case.check`."""
     inputs = case.inputs
-    layer = case.build("DIEN", case.meta["ctor_kwargs"], _shapes(inputs, "queries", "keys"))
-    case.check(layer, inputs, {"outputs": layer(inputs["queries"], inputs["keys"])})
+    layer = case.build(class_name, case.meta["ctor_kwargs"], _shapes(inputs, "queries", "keys"))
+    out = layer(inputs["queries"], inputs["keys"], inputs.get("mask"))
+    return layer, inputs, {"outputs": out}
 
 
 def test_dmr_u2i_parity():

@@ -93,9 +93,13 @@ def test_keras_gru_operator_equals_the_step_loop(final_only, **case):
     _assert_all_close(*kernel_and_reference(_gru_case, final_only=final_only, **case))
 
 
-def _agru_args(mode, mask_kind="holes", seed=3):
+# 9 rows: one 8-row block and a tail row (batch, steps, units, dim)
+GRADCHECK_SHAPE = (9, 4, 5, 3)
+
+
+def _agru_args(mode, mask_kind="holes", seed=3, shape=GRADCHECK_SHAPE):
     g = torch.Generator().manual_seed(seed)
-    batch, steps, units, dim = 9, 4, 5, 3  # 9 rows: one 8-row block and a tail row
+    batch, steps, units, dim = shape
     f64 = dict(generator=g, dtype=torch.float64)
     x = torch.randn(batch, steps, dim, **f64)
     att = None if mode == "none" else torch.rand(batch, steps, **f64)
@@ -110,9 +114,9 @@ def _agru_args(mode, mask_kind="holes", seed=3):
     return (*tensors, mask, mode, "tanh")
 
 
-def _gru_args(mask_kind="holes", seed=4):
+def _gru_args(mask_kind="holes", seed=4, shape=GRADCHECK_SHAPE):
     g = torch.Generator().manual_seed(seed)
-    batch, steps, units, dim = 9, 4, 5, 3
+    batch, steps, units, dim = shape
     f64 = dict(generator=g, dtype=torch.float64)
     tensors = [
         torch.randn(batch, steps, dim, **f64),
@@ -127,8 +131,8 @@ def _gru_args(mask_kind="holes", seed=4):
 @needs_kernels
 @pytest.mark.parametrize("mode", ["none", "AGRU", "AUGRU"])
 @pytest.mark.parametrize("mask_kind", ["none", "holes", "ragged"])
-def test_attention_gru_operator_gradcheck(mode, mask_kind):
-    args = _agru_args(mode, mask_kind)
+def test_attention_gru_operator_gradcheck(mode, mask_kind, shape=GRADCHECK_SHAPE):
+    args = _agru_args(mode, mask_kind, shape=shape)
     leaves = [i for i, t in enumerate(args[:7]) if t is not None]
 
     def f(*values):
@@ -142,8 +146,8 @@ def test_attention_gru_operator_gradcheck(mode, mask_kind):
 
 @needs_kernels
 @pytest.mark.parametrize("mask_kind", ["none", "holes", "ragged"])
-def test_keras_gru_operator_gradcheck(mask_kind):
-    args = _gru_args(mask_kind)
+def test_keras_gru_operator_gradcheck(mask_kind, shape=GRADCHECK_SHAPE):
+    args = _gru_args(mask_kind, shape=shape)
     assert torch.autograd.gradcheck(lambda *a: OPS.gru(*a, *args[5:]), args[:5])
 
 

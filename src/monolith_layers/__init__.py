@@ -8,6 +8,7 @@ from . import activations, initializers, plotting, regularizers
 from ._ops import (
     build_native,
     cpu_backend,
+    cpu_backend_in_use,
     fused,
     fused_enabled,
     native,
@@ -55,6 +56,7 @@ __all__ = [
     "set_fused",
     "build_native",
     "cpu_backend",
+    "cpu_backend_in_use",
     "native",
     "set_native",
     "which_paths",

@@ -30,6 +30,7 @@ from .recurrences import agru, gru
 from .registry import use_kernel
 from .switch import (
     cpu_backend,
+    cpu_backend_in_use,
     fused,
     fused_enabled,
     is_tracing,
@@ -45,6 +46,7 @@ __all__ = [
     "autoint",
     "build_native",
     "cpu_backend",
+    "cpu_backend_in_use",
     "din_attention",
     "DIN_ACTIVATIONS",
     "fused",

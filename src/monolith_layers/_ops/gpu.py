@@ -13,8 +13,7 @@ formulas registered there serve both. What runs where:
   outputs, so the backward keeps nothing beyond the operator's own inputs
   and outputs, as on the CPU.
 - **DIN.** The tower runs as GEMMs over the real positions only (packed
-  with one ``nonzero``); the first layer is the factored form of
-  ``[q, k, q - k, q * k] @ W``. The pooling, forward and backward, is a
+  with one ``nonzero``). The pooling, forward and backward, is a
   Triton kernel that never reads a padded key.
 
 Shapes follow the operators: B batch, T steps, D inputs, U units, H width.
@@ -249,10 +248,11 @@ def _tower_kernels(tower: list[Tensor], eps: float) -> list[Tensor]:
     return [_weight_norm(tower[i], tower[i + 1], eps) for i in range(0, len(tower), 3)]
 
 
-def _first_layer(q: Tensor, k: Tensor, first: Tensor, bias: Tensor) -> Tensor:
-    """[q, k, q - k, q * k] @ first + bias without the (P, 4H) concatenation."""
-    w1, w2, w3, w4 = first.chunk(4)
-    return torch.addmm(bias, q, w1 + w3) + k @ (w2 - w3) + (q * k) @ w4
+def _first_inputs(q: Tensor, k: Tensor) -> Tensor:
+    """(P, 4H): the first layer's input [q, k, q - k, q * k] at each real position.
+    One GEMM over it rounds as the reference does; the factored form's three
+    sums flip relu at pre-activations within float32 rounding of zero."""
+    return torch.cat([q, k, q - k, q * k], 1)
 
 
 def _pool(keys, weights, mask, sum_mode: bool) -> Tensor:
@@ -278,7 +278,7 @@ def din_forward(queries, keys, mask, tower, activations, slopes, sum_mode, decay
     k = _flat(keys)[positions]
     q = queries[positions // steps]
     weights_by_layer = _tower_kernels(tower, eps)
-    z = _first_layer(q, k, weights_by_layer[0], tower[2])
+    z = torch.addmm(tower[2], _first_inputs(q, k), weights_by_layer[0])
     hidden = []
     for layer, (code, alpha) in enumerate(zip(activations, slopes, strict=True), start=1):
         a = _activation(z, code, alpha)
@@ -308,9 +308,7 @@ def din_backward(
     positions = _real_positions(mask, batch, steps, keys.device)
     k = _flat(keys)[positions]
     q = queries[positions // steps]
-    with torch.enable_grad():  # the weight norms' own backward, by autograd
-        raw = [t.detach().requires_grad_() for t in tower]
-        weights_by_layer = _tower_kernels(raw, eps)
+    weights_by_layer = _tower_kernels(tower, eps)
     dz = d_weights.reshape(-1)[positions].unsqueeze(1) / decay
     d_kernels, d_biases, d_slopes = [], [], []
     for layer in range(len(weights_by_layer) - 1, 0, -1):
@@ -320,29 +318,34 @@ def din_backward(
         d_biases.insert(0, dz.sum(0))
         dz, d_alpha = _activation_grad(dz @ weights_by_layer[layer].T, kept, code, alpha)
         d_slopes.insert(0, torch.zeros_like(alpha) if d_alpha is None else d_alpha)
-    first = weights_by_layer[0]
-    d_kernels.insert(0, torch.cat([q.T @ dz, k.T @ dz, (q - k).T @ dz, (q * k).T @ dz]))
+    d_kernels.insert(0, _first_inputs(q, k).T @ dz)
     d_biases.insert(0, dz.sum(0))
-    w1, w2, w3, w4 = first.chunk(4)
-    through_product = dz @ w4.T
+    d_q, d_k, d_diff, d_product = (dz @ weights_by_layer[0].T).chunk(4, dim=1)
     empty = keys.new_empty(0)
     d_queries, d_keys_out = empty, empty
     if need_queries:
-        d_rows = dz @ (w1 + w3).T + through_product * k
+        d_rows = d_q + d_diff + d_product * k
         d_queries = torch.zeros_like(queries).index_add_(0, positions // steps, d_rows)
     if need_keys:
-        d_rows = dz @ (w2 - w3).T + through_product * q
+        d_rows = d_k - d_diff + d_product * q
         d_keys_out = _flat(d_keys).index_add_(0, positions, d_rows).view_as(keys)
-    d_tower = _weight_norm_grads(raw, weights_by_layer, d_kernels, d_biases)
+    d_tower = _weight_norm_grads(tower, eps, d_kernels, d_biases)
     return d_queries, d_keys_out, d_tower, d_slopes
 
 
-def _weight_norm_grads(raw, kernels_, d_kernels, d_biases) -> list[Tensor]:
-    """[dV1, dg1, db1, ...] from each layer's effective-kernel gradient."""
-    vs, gs = raw[0::3], raw[1::3]
-    d_vg = torch.autograd.grad(kernels_, [*vs, *gs], d_kernels)
-    layers = len(vs)
+def _weight_norm_grads(tower, eps, d_kernels, d_biases) -> list[Tensor]:
+    """[dV1, dg1, db1, ...] from each layer's effective-kernel gradient dK.
+
+    With q_j = sum_i V_ij^2, r_j = 1 / sqrt(max(q_j, eps)), K = V g r and
+    c_j = sum_i dK_ij V_ij: dg = c r and dV = dK g r - V g r^3 c (the second
+    term only where q_j >= eps, as clamp_min passes its gradient).
+    """
     grads = []
-    for i in range(layers):
-        grads += [d_vg[i], d_vg[layers + i], d_biases[i]]
+    for layer, (d_kernel, d_bias) in enumerate(zip(d_kernels, d_biases, strict=True)):
+        v, g = tower[3 * layer], tower[3 * layer + 1]
+        q = v.square().sum(0)
+        r = torch.rsqrt(q.clamp_min(eps))
+        c = (d_kernel * v).sum(0)
+        through_norm = torch.where(q >= eps, g * r.pow(3) * c, 0)
+        grads += [d_kernel * (g * r) - v * through_norm, c * r, d_bias]
     return grads

@@ -135,13 +135,20 @@ def triton_unavailable(on_cpu: bool) -> str | None:
     quiet fallback."""
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed (pip install 'monolith-layers[gpu]')"
-    if on_cpu and os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("", "0", "false"):
+    if on_cpu and not interpreting():
         raise RuntimeError(
             "monolith_layers: the Triton CPU backend (MONOLITH_LAYERS_BACKEND=triton / "
             "cpu_backend('triton')) runs in Triton's interpreter: set TRITON_INTERPRET=1 "
             "before the first call, or use the C++ kernels (MONOLITH_LAYERS_BACKEND=cpp)"
         )
     return None
+
+
+def interpreting() -> bool:
+    """Whether Triton runs in its interpreter (``TRITON_INTERPRET=1``). Triton reads
+    the variable when kernels are defined and again when they run: set it for
+    the whole process, before the first call."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() not in ("", "0", "false")
 
 
 def use_kernel(op: str, *tensors: torch.Tensor | None, unsupported: str | None = None) -> bool:
