@@ -36,16 +36,19 @@ from monolith_layers import DIEN, DIN, AGRUCell, dynamic_rnn_with_attention
 U = 32
 
 
-def augru_case(batch, steps, lengths, rounds, label):
-    x = torch.randn(batch, steps, U, requires_grad=True)
-    att = torch.rand(batch, steps)
-    cell = AGRUCell(U, att_type="AUGRU", input_dim=U)
+def augru_case(batch, steps, lengths, rounds, label, device="cpu", time_case=run_case):
+    """``lengths`` stay on the CPU (``pack_padded_sequence`` wants them there);
+    ``time_case(title, baseline, forwards, rounds)`` times the candidates."""
+    x = torch.randn(batch, steps, U, requires_grad=True, device=device)
+    att = torch.rand(batch, steps, device=device)
+    cell = AGRUCell(U, att_type="AUGRU", input_dim=U, device=device)
+    on_device = lengths.to(device)
     forwards = {
         "monolith_layers dynamic_rnn_with_attention(lengths=)": lambda: dynamic_rnn_with_attention(
-            cell, x, att, lengths=lengths
+            cell, x, att, lengths=on_device
         )[0]
     }
-    gru = torch.nn.GRU(U, U, batch_first=True)
+    gru = torch.nn.GRU(U, U, batch_first=True, device=device)
 
     def torch_gru():
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -55,7 +58,7 @@ def augru_case(batch, steps, lengths, rounds, label):
     try:
         from deepctr_torch.layers.sequence import DynamicGRU
 
-        dyn = DynamicGRU(U, U, gru_type="AUGRU")
+        dyn = DynamicGRU(U, U, gru_type="AUGRU").to(device)
 
         def deepctr():
             packed_x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -68,19 +71,21 @@ def augru_case(batch, steps, lengths, rounds, label):
     except ImportError:
         pass
     title = f"AUGRU recurrence, ({batch}, {steps}, {U}), {label}"
-    return run_case(title, "torch.nn.GRU on a PackedSequence", forwards, rounds)
+    return time_case(title, "torch.nn.GRU on a PackedSequence", forwards, rounds)
 
 
-def dien_case(batch, steps, lengths, rounds, label):
-    q, k = torch.randn(batch, U), torch.randn(batch, steps, U, requires_grad=True)
-    mask = torch.arange(steps) < lengths.unsqueeze(1)
-    ours = DIEN(U, att_type="AUGRU", input_dim=U)
-    forwards = {"monolith_layers DIEN (AUGRU), lengths=": lambda: ours(q, k, lengths=lengths)}
+def dien_case(batch, steps, lengths, rounds, label, device="cpu", time_case=run_case):
+    q = torch.randn(batch, U, device=device)
+    k = torch.randn(batch, steps, U, requires_grad=True, device=device)
+    on_device = lengths.to(device)
+    mask = torch.arange(steps, device=device) < on_device.unsqueeze(1)
+    ours = DIEN(U, att_type="AUGRU", input_dim=U, device=device)
+    forwards = {"monolith_layers DIEN (AUGRU), lengths=": lambda: ours(q, k, lengths=on_device)}
     try:
         from deepctr_torch.models.dien import InterestEvolving, InterestExtractor
 
-        extractor = InterestExtractor(U)
-        evolving = InterestEvolving(U, gru_type="AUGRU")
+        extractor = InterestExtractor(U).to(device)
+        evolving = InterestEvolving(U, gru_type="AUGRU").to(device)
 
         def deepctr():
             interests, _ = extractor(k, lengths)
@@ -93,8 +98,8 @@ def dien_case(batch, steps, lengths, rounds, label):
         from torch.nn.utils.rnn import pad_packed_sequence
         from torch_rechub.models.ranking.dien import AUGRU
 
-        gru = torch.nn.GRU(U, U, batch_first=True)
-        augru = AUGRU(U)
+        gru = torch.nn.GRU(U, U, batch_first=True, device=device)
+        augru = AUGRU(U).to(device)
 
         def rechub():
             packed = pack_padded_sequence(k, lengths, batch_first=True, enforce_sorted=False)
@@ -105,18 +110,20 @@ def dien_case(batch, steps, lengths, rounds, label):
     except ImportError:
         pass
     title = f"DIEN U {U}, keys ({batch}, {steps}, {U}), {label}"
-    return run_case(title, "monolith_layers DIEN (AUGRU), lengths=", forwards, rounds)
+    return time_case(title, "monolith_layers DIEN (AUGRU), lengths=", forwards, rounds)
 
 
-def din_case(batch, steps, lengths, rounds, label):
-    q, k = torch.randn(batch, U), torch.randn(batch, steps, U, requires_grad=True)
-    ours = DIN([80, 40, 1], activation="relu", embed_dim=U)
-    forwards = {"monolith_layers DIN, lengths=": lambda: ours(q, k, lengths=lengths)}
+def din_case(batch, steps, lengths, rounds, label, device="cpu", time_case=run_case):
+    q = torch.randn(batch, U, device=device)
+    k = torch.randn(batch, steps, U, requires_grad=True, device=device)
+    on_device = lengths.to(device)
+    ours = DIN([80, 40, 1], activation="relu", embed_dim=U, device=device)
+    forwards = {"monolith_layers DIN, lengths=": lambda: ours(q, k, lengths=on_device)}
     try:
         from deepctr_torch.layers.sequence import AttentionSequencePoolingLayer
 
-        layer = AttentionSequencePoolingLayer((80, 40), "relu", embedding_dim=U)
-        keys_length = lengths.unsqueeze(1)
+        layer = AttentionSequencePoolingLayer((80, 40), "relu", embedding_dim=U).to(device)
+        keys_length = on_device.unsqueeze(1)
         forwards["DeepCTR-Torch AttentionSequencePoolingLayer"] = lambda: layer(
             q.unsqueeze(1), k, keys_length
         )
@@ -125,20 +132,20 @@ def din_case(batch, steps, lengths, rounds, label):
     try:
         from fuxictr.pytorch.layers.attentions.target_attention import DIN_Attention
 
-        fuxi = DIN_Attention(U, [80, 40], "ReLU")
-        fuxi_mask = torch.arange(steps) < lengths.unsqueeze(1)
+        fuxi = DIN_Attention(U, [80, 40], "ReLU").to(device)
+        fuxi_mask = torch.arange(steps, device=device) < on_device.unsqueeze(1)
         forwards["FuxiCTR DIN_Attention (mask)"] = lambda: fuxi(q, k, fuxi_mask)
     except ImportError:
         pass
     try:
         from torch_rechub.models.ranking.din import ActivationUnit
 
-        unit = ActivationUnit(U, dims=[80, 40], activation="relu")
+        unit = ActivationUnit(U, dims=[80, 40], activation="relu").to(device)
         forwards["torch-rechub ActivationUnit (no mask)"] = lambda: unit(k, q)
     except ImportError:
         pass
     title = f"DIN [80, 40, 1] relu, keys ({batch}, {steps}, {U}), {label}"
-    return run_case(title, "monolith_layers DIN, lengths=", forwards, rounds)
+    return time_case(title, "monolith_layers DIN, lengths=", forwards, rounds)
 
 
 CASES = {"augru": augru_case, "dien": dien_case, "din": din_case}

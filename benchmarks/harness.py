@@ -23,17 +23,26 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def time_candidates(
-    candidates: dict[str, Callable[[], object]], rounds: int = 30, block: int = 6, warmup: int = 2
+    candidates: dict[str, Callable[[], object]],
+    rounds: int = 30,
+    block: int = 6,
+    warmup: int = 2,
+    sync: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
-    """Median milliseconds per call of each candidate over ``rounds`` timed calls."""
+    """Median milliseconds per call of each candidate over ``rounds`` timed calls.
+
+    ``sync`` waits for queued device work (``torch.cuda.synchronize`` on a GPU),
+    before the clock starts and before it stops."""
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     while any(len(v) < rounds for v in samples.values()):
         for name, fn in candidates.items():
             for _ in range(warmup):
                 fn()
             for _ in range(min(block, rounds - len(samples[name]))):
+                sync()
                 start = time.perf_counter()
                 fn()
+                sync()
                 samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -91,10 +100,11 @@ def run_case(
     baseline: str,
     forwards: dict[str, Callable[[], object]],
     rounds: int = 30,
+    sync: Callable[[], None] = lambda: None,
 ) -> tuple[str, dict]:
     """Time every forward as fwd+bwd and as forward-only; return (markdown, json)."""
-    grad = time_candidates({k: fwd_bwd(f) for k, f in forwards.items()}, rounds)
-    infer = time_candidates({k: fwd_only(f) for k, f in forwards.items()}, rounds)
+    grad = time_candidates({k: fwd_bwd(f) for k, f in forwards.items()}, rounds, sync=sync)
+    infer = time_candidates({k: fwd_only(f) for k, f in forwards.items()}, rounds, sync=sync)
     rows = {k: {"fwd_bwd": grad[k], "forward": infer[k]} for k in forwards}
     return report(title, baseline, rows), {"title": title, "baseline": baseline, "rows": rows}
 
@@ -114,7 +124,9 @@ def setup(description: str, add_arguments=None) -> argparse.Namespace:
 
 
 def environment() -> dict[str, object]:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
+        "gpu": gpu,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

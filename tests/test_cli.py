@@ -251,15 +251,16 @@ def test_export_overwrites_only_when_asked_and_keeps_the_old_file_on_failure(
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine with no GPU")
-@pytest.mark.parametrize("command", ["train", "demo", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "demo", "evaluate", "export"])
 def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(tmp_path, capsys, command):
     out = tmp_path / "out"
     args = {
-        "train": ["train", "--out", str(out), "--device", "cuda"],
-        "demo": ["demo", "--out", str(out), "--device", "cuda:0"],
-        "evaluate": ["evaluate", str(out), "--device", "cuda"],
+        "train": ["train", "--out", str(out), "--device", "cuda", "--no-progress"],
+        "demo": ["demo", "--out", str(out), "--device", "cuda:0", "--no-progress"],
+        "evaluate": ["evaluate", str(out), "--device", "cuda", "--no-progress"],
+        "export": ["export", str(out), "--format", "torchscript", "--device", "cuda"],
     }[command]
-    assert main([*args, "--no-progress"]) == 2
+    assert main(args) == 2
     printed = capsys.readouterr()
     assert "sees no CUDA device here" in printed.err and "use --device cpu" in printed.err
     assert len(printed.err.strip().splitlines()) == 1 and printed.out == ""

@@ -422,16 +422,17 @@ def cmd_build_kernels(args) -> int:
 def cmd_export(args) -> int:
     from .export import SUFFIXES, export_model
     from .models import ModelConfig
-    from .train import load_model, read_checkpoint_config
+    from .train import load_model, read_checkpoint_config, resolve_device
     from .train.outputs import check_file
 
+    device = resolve_device(args.device)
     _, saved = read_checkpoint_config(args.checkpoint)
     name = ModelConfig.from_dict(saved["model"]).name if args.out is None else ""
     out = Path(args.out) if args.out else Path(f"{_model_folder(name)}{SUFFIXES[args.format]}")
     check_file(out, args.overwrite)
-    model = load_model(args.checkpoint)
-    if model.config.uses_native_kernels:  # the artefact is checked against the eager model
-        _build_native_step()
+    model = load_model(args.checkpoint, map_location=device)
+    if model.config.uses_native_kernels and device.type == "cpu":
+        _build_native_step()  # the artefact is checked against the eager model
     path = export_model(model, args.format, out, args.max_len)
     print(
         f"{path}: {args.format} of {model.config.name}, dynamic batch, T = "
@@ -586,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--out", metavar="FILE", help="output file (default: <model>.onnx / .pt2 / .pt)"
+    )
+    export.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="cpu, cuda or cuda:N: where the model is traced and the artefact checked; an "
+        "exported program or TorchScript file runs on that device (default: cpu)",
     )
     _add_overwrite(export, "replace an existing --out file")
     export.set_defaults(run=cmd_export)

@@ -103,11 +103,11 @@ def _run_artefact(fmt: str, path: Path, inputs) -> np.ndarray:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
+        feeds = {i.name: x.cpu().numpy() for i, x in zip(session.get_inputs(), inputs, strict=True)}
         return session.run(None, feeds)[0]
     if fmt == "exported-program":
-        return torch.export.load(str(path)).module()(*inputs).detach().numpy()
-    return torch.jit.load(str(path))(*inputs).detach().numpy()
+        return torch.export.load(str(path)).module()(*inputs).detach().cpu().numpy()
+    return torch.jit.load(str(path))(*inputs).detach().cpu().numpy()
 
 
 @contextlib.contextmanager
@@ -129,7 +129,8 @@ def _frozen_kernels(model: nn.Module):
 
 def _write_and_check(model: CTRModel, fmt: str, path: Path, max_len: int) -> None:
     serving = ServingModule(model).eval()
-    inputs = example_inputs(model, 4, max_len)
+    device = next(model.parameters()).device  # traced and checked where the model is
+    inputs = tuple(t.to(device) for t in example_inputs(model, 4, max_len))
     # ONNX and TorchScript record the reference tensor ops (they cannot carry
     # the registered operators); an exported program keeps the operators.
     recorded_ops = fused(False) if fmt in ("onnx", "torchscript") else contextlib.nullcontext()
@@ -151,8 +152,8 @@ def _write_and_check(model: CTRModel, fmt: str, path: Path, max_len: int) -> Non
             )
         else:
             torch.jit.trace(serving, inputs, check_trace=False).save(str(path))
-        check = example_inputs(model, 7, max_len, seed=1)
-        want = serving(*check).numpy()
+        check = tuple(t.to(device) for t in example_inputs(model, 7, max_len, seed=1))
+        want = serving(*check).cpu().numpy()
         got = _run_artefact(fmt, path, check)
     if got.shape != want.shape or not np.allclose(got, want, atol=TOLERANCE, rtol=TOLERANCE):
         raise ExportError(
@@ -168,7 +169,9 @@ def export_model(
     """Write a serving artefact of ``model`` in format ``fmt`` to ``path`` and check it.
 
     Args:
-        model: a trained model.
+        model: a trained model, on the device the artefact is for (an exported
+            program or TorchScript file records it; ONNX is checked with
+            onnxruntime on the CPU).
         fmt: ``'onnx'``, ``'exported-program'`` (``torch.export``, a ``.pt2``)
             or ``'torchscript'`` (``torch.jit.trace``).
         path: the file to write.
