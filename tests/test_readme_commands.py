@@ -80,6 +80,16 @@ def _console_script() -> str:
     return str(script) if script.exists() else shutil.which("monolith-layers") or "monolith-layers"
 
 
+def _environment_prefix(words: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``VAR=value ... command``: the variables, and the command."""
+    assignments = {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+        name, value = words[0].split("=", 1)
+        assignments[name] = value
+        words = words[1:]
+    return assignments, words
+
+
 def runnable(words: list[str], data: Path) -> list[str] | None:
     """The command to run for a README command; None for one that is only checked."""
     head = words[0]
@@ -108,7 +118,7 @@ def runnable(words: list[str], data: Path) -> list[str] | None:
 def test_every_readme_block_is_recognised():
     blocks = bash_blocks()
     assert len(blocks) >= 4
-    heads = {words[0] for block in blocks for words in commands(block)}
+    heads = {_environment_prefix(words)[1][0] for block in blocks for words in commands(block)}
     assert {"monolith-layers", "torchrun", "pip", "python"} <= heads
 
 
@@ -122,11 +132,17 @@ def test_readme_block_runs(tmp_path, index):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MONOLITH_LAYERS_NATIVE", None)
     for words in commands(block):
+        assignments, words = _environment_prefix(words)
         command = runnable(words, data)
         if command is None:
             continue
         done = subprocess.run(
-            command, cwd=work, capture_output=True, text=True, env=env, timeout=600
+            command,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            env={**env, **assignments},
+            timeout=600,
         )
         shown = " ".join(words)
         assert done.returncode == 0, f"{shown}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"

@@ -84,16 +84,16 @@ class DIN(Layer):
     Shapes: queries (B, H), keys (B, T, H), mask (B, T) -> (B, H) for
     ``'sum'``, (B, T, H) for ``'elementwise'``.
 
-    Fast path (on unless ``set_fused(False)``): on CPU in float32 / float64,
-    the operator ``torch.ops.monolith_layers.din_attention`` (a C++ kernel,
-    kept as one call by ``torch.compile`` / ``torch.export``) runs the
-    factored first layer, the rest of the tower and the pooling one batch
-    row at a time over the row's real keys only, for towers of tanh /
-    sigmoid / relu / linear / PReLU layers as the constructor builds them.
-    Elsewhere (another device, autocast, ONNX / TorchScript export, another
-    activation) the factored first layer runs as tensor ops; with the fast
-    path off the tower runs on the materialised concatenation (the
-    reference).
+    Fast path (on unless ``set_fused(False)``): in float32 / float64, the
+    operator ``torch.ops.monolith_layers.din_attention`` (kept as one call
+    by ``torch.compile`` / ``torch.export``) runs the tower and the pooling
+    over the real keys only, for towers of tanh / sigmoid / relu / linear /
+    PReLU layers as the constructor builds them: on the CPU a C++ kernel,
+    one batch row at a time with a factored first layer; on CUDA the tower
+    as GEMMs over the real positions and a Triton pooling kernel.
+    Elsewhere (autocast, ONNX / TorchScript export, another activation) the
+    factored first layer runs as tensor ops; with the fast path off the
+    tower runs on the materialised concatenation (the reference).
 
     Args:
         hidden_units: widths of the ``compress_tower`` MLP; the last must be 1.

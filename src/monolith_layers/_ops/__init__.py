@@ -16,8 +16,12 @@ each with a ``*_backward`` operator registered as its autograd formula and
 a fake implementation for shapes, so ``torch.compile(fullgraph=True)`` and
 ``torch.export`` see one opaque call per layer. A layer asks
 :func:`use_kernel` first; when it says no (switched off, TorchScript / ONNX
-export, autocast, not CPU float32 / float64, kernels unbuildable) the layer
-runs its reference tensor ops. Nothing here imports a layer.
+export, autocast, not float32 / float64, no kernels for the device, kernels
+unbuildable) the layer runs its reference tensor ops. The kernels: C++ on
+the CPU (``csrc/``), Triton on CUDA (``triton_kernels.py`` via ``gpu.py``,
+for ``gru``, ``agru`` and ``din_attention``; also on CPU tensors in
+Triton's interpreter under ``cpu_backend("triton")``). Nothing here imports
+a layer.
 """
 
 from __future__ import annotations
