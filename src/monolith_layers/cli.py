@@ -106,15 +106,17 @@ def _checked_splits(log, data_config):
     return splits
 
 
-def _build_native_step(say=print) -> None:
+def _build_native_step(say=print, device: str = "cpu") -> None:
     """Compile the native kernels now, on a line of their own, when this
     environment has not built them yet: never inside a progress bar, and never
-    counted in a model's training time."""
+    counted in a model's training time. Not for a GPU run (``device``): CUDA
+    tensors run the Triton kernels, compiled by Triton on first use."""
     import warnings
 
     from ._ops import build
+    from .train import resolve_device
 
-    if not build.build_pending():
+    if resolve_device(device).type != "cpu" or not build.build_pending():
         return
     say(
         "building the native kernels (first use in this environment, needs a C++ compiler; "
@@ -218,7 +220,7 @@ def cmd_demo(args) -> int:
     print(log.summary())
     print(f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}")
     if _needs_native(DEMO_MODELS):
-        _build_native_step()
+        _build_native_step(device=args.device)
     print(f"training {len(DEMO_MODELS)} models into {out}/ ...", flush=True)
     model_values = QUICK_MODEL if args.quick else {}
     extra = {"data": data_config.to_dict(), "dataset": args.data, "synthetic": synthetic_config}
@@ -341,7 +343,7 @@ def _train(args, rank: int, world: int) -> int:
     splits = _checked_splits(log, data_config)
     say(log.summary() + (f"; data parallel over {world} processes" if world > 1 else ""))
     if model_config.uses_native_kernels:
-        _build_native_step(say)
+        _build_native_step(say, train_config.device)
     extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
     run = _train_one(
         name, log, splits, data_config, model_values, train_config, out, extra, resume, say
@@ -388,7 +390,7 @@ def cmd_evaluate(args) -> int:
         )
     splits = dict(zip(("train", "valid", "test"), build_datasets(log, data_config), strict=True))
     if model.config.uses_native_kernels:
-        _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}))
+        _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}), args.device)
     settings = TrainConfig(eval_batch_size=2048, progress=not args.no_progress, device=args.device)
     trainer = Trainer(model, settings)
     result = trainer.evaluate(splits[args.split])
@@ -431,8 +433,8 @@ def cmd_export(args) -> int:
     out = Path(args.out) if args.out else Path(f"{_model_folder(name)}{SUFFIXES[args.format]}")
     check_file(out, args.overwrite)
     model = load_model(args.checkpoint, map_location=device)
-    if model.config.uses_native_kernels and device.type == "cpu":
-        _build_native_step()  # the artefact is checked against the eager model
+    if model.config.uses_native_kernels:
+        _build_native_step(device=str(device))  # the artefact is checked against the eager model
     path = export_model(model, args.format, out, args.max_len)
     print(
         f"{path}: {args.format} of {model.config.name}, dynamic batch, T = "
