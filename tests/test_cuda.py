@@ -30,6 +30,20 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 TRITON = "kernel (triton)"
 
 
+def _small_model(name, log, max_len):
+    """The config of a small CTR model ``name`` (E = 4) for ``log``."""
+    from monolith_layers.models import ModelConfig
+
+    return ModelConfig.from_name(
+        name,
+        num_users=log.num_users,
+        num_items=log.num_items,
+        num_categories=log.num_categories,
+        max_len=max_len,
+        embed_dim=4,
+    )
+
+
 @pytest.mark.parametrize("att_type", ["AGRU", "AUGRU"])
 def test_fused_agru_on_cuda_matches_reference(att_type):
     torch.manual_seed(0)
@@ -71,19 +85,12 @@ def test_trainer_on_cuda_matches_its_checkpoint_on_the_cpu(tmp_path):
     """Training on the GPU (pinned batches, non-blocking copies), then the saved
     model evaluated on the CPU and back on the GPU."""
     from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
-    from monolith_layers.models import CTRModel, ModelConfig
+    from monolith_layers.models import CTRModel
     from monolith_layers.train import TrainConfig, Trainer, load_model
 
     log = generate(SyntheticConfig(num_users=200, max_events=12, seed=3))
     train, valid, test = build_datasets(log, DataConfig(max_len=8))
-    config = ModelConfig.from_name(
-        "dien+senet",
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
-        max_len=8,
-        embed_dim=4,
-    )
+    config = _small_model("dien+senet", log, max_len=8)
     settings = TrainConfig(epochs=2, batch_size=64, progress=False, device="cuda")
     trainer = Trainer(CTRModel(config), settings, tmp_path / "run")
     trainer.fit(train, valid)
@@ -174,19 +181,12 @@ def test_triton_recurrences_on_cuda_equal_the_cpp_kernels(dtype, units):
 
 def test_mixed_precision_training_on_cuda(tmp_path):
     from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate
-    from monolith_layers.models import CTRModel, ModelConfig
+    from monolith_layers.models import CTRModel
     from monolith_layers.train import TrainConfig, Trainer
 
     log = generate(SyntheticConfig(num_users=200, max_events=12, seed=3))
     train, valid, _ = build_datasets(log, DataConfig(max_len=8))
-    config = ModelConfig.from_name(
-        "din",
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
-        max_len=8,
-        embed_dim=4,
-    )
+    config = _small_model("din", log, max_len=8)
     for precision in ("bf16", "fp16"):
         settings = TrainConfig(
             epochs=1, batch_size=64, progress=False, device="cuda", precision=precision
@@ -224,17 +224,10 @@ def test_export_on_cuda(tmp_path, fmt):
     (their CUDA kernels are the Triton ones), TorchScript the reference ops."""
     from monolith_layers.data import SyntheticConfig, generate
     from monolith_layers.export import example_inputs, export_model
-    from monolith_layers.models import CTRModel, ModelConfig
+    from monolith_layers.models import CTRModel
 
     log = generate(SyntheticConfig(num_users=50, max_events=8, seed=1))
-    config = ModelConfig.from_name(
-        "dien",
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
-        max_len=6,
-        embed_dim=4,
-    )
+    config = _small_model("dien", log, max_len=6)
     model = CTRModel(config).cuda().eval()
     path = export_model(model, fmt, tmp_path / f"model.{fmt}")
     inputs = [t.cuda() for t in example_inputs(model, 16, 6, seed=3)]

@@ -115,6 +115,35 @@ def _alive(mask, rows, t, steps, length, in_rows, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
+def _backward_start(
+    d_final, lengths, rows, cols, in_rows, inside, U,
+    HAS_D_FINAL: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr,
+):  # fmt: skip
+    """dL/d(final state) of the block's rows (zeros without one: d_final then only
+    gives the dtype), each row's length, and the block's longest."""
+    if HAS_D_FINAL:
+        dh = tl.load(d_final + rows[:, None] * U + cols[None, :], mask=inside, other=0.0)
+    else:
+        dh = tl.zeros([BLOCK_B, BLOCK_U], dtype=d_final.dtype.element_ty)
+    length = tl.load(lengths + rows, mask=in_rows, other=0)
+    return dh, length, tl.max(length, axis=0)
+
+
+@triton.jit
+def _backward_step(
+    d_out, h_prev, dh, mask, rows, cols, t, T, U, length, in_rows, inside,
+    HAS_D_OUT: tl.constexpr, HAS_MASK: tl.constexpr,
+):  # fmt: skip
+    """Step t of a backward loop: which rows are alive, where they are, dL/dh with
+    the step's output gradient added, and the state the step started from."""
+    alive = _alive(mask, rows, t, T, length, in_rows, HAS_MASK)
+    here = inside & alive[:, None]
+    if HAS_D_OUT:
+        dh += _step(d_out, rows, t, T, U, 0, cols, here)
+    return alive, here, dh, _step(h_prev, rows, t, T, U, 0, cols, inside)
+
+
+@triton.jit
 def _block(B, U, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = tl.arange(0, BLOCK_U)
@@ -170,19 +199,13 @@ def gru_backward_kernel(
     b_z = tl.load(b + cols, mask=real_cols, other=0.0)[None, :]
     b_r = tl.load(b + U + cols, mask=real_cols, other=0.0)[None, :]
     b_h = tl.load(b + 2 * U + cols, mask=real_cols, other=0.0)[None, :]
-    if HAS_D_FINAL:
-        dh = tl.load(d_final + rows[:, None] * U + cols[None, :], mask=inside, other=0.0)
-    else:
-        dh = tl.zeros([BLOCK_B, BLOCK_U], dtype=gi.dtype.element_ty)
-    length = tl.load(lengths + rows, mask=in_rows, other=0)
-    last = tl.max(length, axis=0)
+    dh, length, last = _backward_start(
+        d_final, lengths, rows, cols, in_rows, inside, U, HAS_D_FINAL, BLOCK_B, BLOCK_U
+    )
     for i in range(0, last):
         t = last - 1 - i
-        alive = _alive(mask, rows, t, T, length, in_rows, HAS_MASK)
-        here = inside & alive[:, None]
-        if HAS_D_OUT:
-            dh += _step(d_out, rows, t, T, U, 0, cols, here)
-        hp = _step(h_prev, rows, t, T, U, 0, cols, inside)
+        alive, here, dh, hp = _backward_step(d_out, h_prev, dh, mask, rows, cols, t, T, U,
+                                             length, in_rows, inside, HAS_D_OUT, HAS_MASK)  # fmt: skip
         z = tl.sigmoid(_step(gi, rows, t, T, 3 * U, 0, cols, inside) + _mm(hp, w_z) + b_z)
         r = tl.sigmoid(_step(gi, rows, t, T, 3 * U, U, cols, inside) + _mm(hp, w_r) + b_r)
         gh_h = _mm(hp, w_h) + b_h
@@ -262,19 +285,13 @@ def agru_backward_kernel(
     rows, cols, in_rows, inside = _block(B, U, BLOCK_B, BLOCK_U)
     w_r, w_u, w_ch = _agru_tiles(w_g, w_c, U, BLOCK_U)
     w_r_t, w_u_t, w_ch_t = tl.trans(w_r), tl.trans(w_u), tl.trans(w_ch)
-    if HAS_D_FINAL:
-        dh = tl.load(d_final + rows[:, None] * U + cols[None, :], mask=inside, other=0.0)
-    else:
-        dh = tl.zeros([BLOCK_B, BLOCK_U], dtype=xg.dtype.element_ty)
-    length = tl.load(lengths + rows, mask=in_rows, other=0)
-    last = tl.max(length, axis=0)
+    dh, length, last = _backward_start(
+        d_final, lengths, rows, cols, in_rows, inside, U, HAS_D_FINAL, BLOCK_B, BLOCK_U
+    )
     for i in range(0, last):
         t = last - 1 - i
-        alive = _alive(mask, rows, t, T, length, in_rows, HAS_MASK)
-        here = inside & alive[:, None]
-        if HAS_D_OUT:
-            dh += _step(d_out, rows, t, T, U, 0, cols, here)
-        hp = _step(h_prev, rows, t, T, U, 0, cols, inside)
+        alive, here, dh, hp = _backward_step(d_out, h_prev, dh, mask, rows, cols, t, T, U,
+                                             length, in_rows, inside, HAS_D_OUT, HAS_MASK)  # fmt: skip
         r = tl.sigmoid(_step(xg, rows, t, T, 2 * U, 0, cols, inside) + _mm(hp, w_r))
         u = tl.sigmoid(_step(xg, rows, t, T, 2 * U, U, cols, inside) + _mm(hp, w_u))
         q = r * hp
