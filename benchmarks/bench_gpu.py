@@ -19,9 +19,9 @@ warm-up, with ``torch.cuda.synchronize`` around each timed call:
 * the Keras GRU (``gru_sequence``) against cuDNN's ``nn.GRU``, packed.
 
 ``--precisions fp32 bf16``: bf16 runs every candidate under
-``torch.autocast("cuda", torch.bfloat16)``. Under autocast our layers run
-their reference tensor ops (the kernels are float32 / float64): the table
-says which path ours took. A peer that fails on the device is left out and
+``torch.autocast("cuda", torch.bfloat16)``. Under autocast our operators
+compute in float32 on the float32 inputs (the peers' matmuls run in bf16):
+the table says which path ours took. A peer that fails on the device is left out and
 named. Results go to ``results/gpu.md`` / ``gpu.json``.
 """
 

@@ -260,14 +260,25 @@ def test_mixed_precision_trains_like_fp32(small, precision):
     assert mixed == pytest.approx(reference, rel=0.02)
 
 
-def test_autocast_sends_the_layers_down_their_reference_paths():
+def test_under_autocast_the_operators_compute_in_float32():
+    """float32 inputs: the operator runs, autocast off inside, with the float32
+    results (bf16 scores, as an autocast matmul gives, are promoted first);
+    bf16 inputs: the reference, saying why."""
     import monolith_layers as ml
 
-    cell = ml.AGRUCell(3, input_dim=2)
-    x = torch.randn(2, 4, 2)
+    torch.manual_seed(0)
+    cell = ml.AGRUCell(3, input_dim=2, att_type="AUGRU")
+    x, scores = torch.randn(2, 4, 2), torch.rand(2, 4).bfloat16()
+    want = ml.dynamic_rnn_with_attention(cell, x, scores.float())
     with ml.which_paths() as ran, torch.autocast("cpu", dtype=torch.bfloat16):
-        ml.dynamic_rnn_with_attention(cell, x, torch.rand(2, 4))
-    assert ran == [("agru", "reference: autocast (the kernels keep one dtype)")]
+        got = ml.dynamic_rnn_with_attention(cell, x, scores)
+        ml.dynamic_rnn_with_attention(cell, x.bfloat16(), scores)
+    assert ran[0] == ("agru", "kernel")
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    reason = "reference: autocast gave bfloat16, float32 inputs (the kernels take one of float32 / float64)"
+    assert ran[1] == ("agru", reason)
     with pytest.raises(ConfigError, match="precision must be one of"):
         TrainConfig(precision="fp8")
 

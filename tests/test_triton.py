@@ -283,3 +283,18 @@ def test_the_environment_variables_select_the_triton_kernels():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "triton [('agru', 'kernel (triton)')]"
+
+
+def test_under_autocast_the_triton_kernels_compute_in_float32():
+    from monolith_layers import DIEN
+
+    torch.manual_seed(0)
+    layer = DIEN(4, att_type="AUGRU", input_dim=4)
+    queries, keys = torch.randn(3, 4), torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0] * 5, [1] * 5], dtype=torch.bool)
+    want = layer(queries, keys, mask)
+    with ml.which_paths() as ran, torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(queries, keys, mask)
+    assert [path for _, path in ran] == [TRITON, TRITON]
+    # The attention scores come from an autocast (bf16) matmul: close, not equal.
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)

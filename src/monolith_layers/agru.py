@@ -24,6 +24,7 @@ import torch
 from . import _ops
 from . import activations as _activations
 from ._checks import check_float, check_positive_int, check_shape, check_tensor
+from ._ops.switch import autocasting
 from ._sequence import check_sequence, padding_mask, step_loop, zero_padded
 from .layer import Layer, attach_activation
 
@@ -251,6 +252,9 @@ def run_attention_rnn(
     """:func:`dynamic_rnn_with_attention` on inputs already checked, ``mask`` (B, T)
     bool or None: for layers that validated their padding once on entry (DIEN)."""
     batch, steps = inputs.shape[:2]
+    if att_scores is not None and autocasting() and att_scores.dtype != inputs.dtype:
+        # Autocast hands over bf16 / fp16 scores; the update promotes them anyway.
+        att_scores = att_scores.to(torch.promote_types(att_scores.dtype, inputs.dtype))
     act = _activations.kernel_name(cell.activation)
     unsupported = None if act is not None else f"activation {cell.activation!r} has no kernel"
     tensors = (inputs, att_scores, init_state, cell.gates_kernel)

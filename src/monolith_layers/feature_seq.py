@@ -91,7 +91,7 @@ class DIN(Layer):
     PReLU layers as the constructor builds them: on the CPU a C++ kernel,
     one batch row at a time with a factored first layer; on CUDA the tower
     as GEMMs over the real positions and a Triton pooling kernel.
-    Elsewhere (autocast, ONNX / TorchScript export, another activation) the
+    Elsewhere (bf16 / fp16, ONNX / TorchScript export, another activation) the
     factored first layer runs as tensor ops; with the fast path off the
     tower runs on the materialised concatenation (the reference).
 

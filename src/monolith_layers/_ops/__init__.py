@@ -16,7 +16,7 @@ each with a ``*_backward`` operator registered as its autograd formula and
 a fake implementation for shapes, so ``torch.compile(fullgraph=True)`` and
 ``torch.export`` see one opaque call per layer. A layer asks
 :func:`use_kernel` first; when it says no (switched off, TorchScript / ONNX
-export, autocast, not float32 / float64, no kernels for the device, kernels
+export, not float32 / float64 (autocast's bf16 included), no kernels for the device, kernels
 unbuildable) the layer runs its reference tensor ops. The kernels: C++ on
 the CPU (``csrc/``), Triton on CUDA (``triton_kernels.py`` via ``gpu.py``,
 for ``gru``, ``agru`` and ``din_attention``; also on CPU tensors in

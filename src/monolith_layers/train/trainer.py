@@ -75,8 +75,8 @@ class TrainConfig(JsonConfig):
             give each process the GPU of its ``LOCAL_RANK``.
         precision: ``'fp32'``, or ``'bf16'`` / ``'fp16'``: forward passes under
             ``torch.autocast`` in that dtype (weights and optimiser stay float32;
-            fp16 adds a gradient scaler). The layers' fused and native paths keep
-            to float32, so under autocast they run their reference computations.
+            fp16 adds a gradient scaler). The layers' operators compute in
+            float32 under autocast (on float32 inputs, as embeddings are).
     """
 
     epochs: int = 5
