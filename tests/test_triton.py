@@ -8,6 +8,7 @@ kernels (``native_helpers.kernel_path``)."""
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +299,29 @@ def test_under_autocast_the_triton_kernels_compute_in_float32():
     assert [path for _, path in ran] == [TRITON, TRITON]
     # The attention scores come from an autocast (bf16) matmul: close, not equal.
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_the_triton_cpu_backend_without_triton_is_an_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a)
+    )
+    cell = AGRUCell(2, input_dim=2)
+    with pytest.raises(RuntimeError, match=r"needs Triton: pip install 'monolith-layers\[gpu\]'"):
+        dynamic_rnn_with_attention(cell, torch.randn(1, 3, 2), torch.rand(1, 3))
+
+
+def test_a_gpu_without_triton_is_told_once(monkeypatch):
+    # What a CUDA tensor meets on a machine without Triton, on the CPU here.
+    reason = "Triton is not installed (pip install 'monolith-layers[gpu]')"
+    monkeypatch.setattr(registry, "_backend_reason", lambda *args: reason)
+    monkeypatch.setattr(registry, "_warned", set())
+    cell = AGRUCell(2, input_dim=2)
+    with pytest.warns(UserWarning, match=r"agru: Triton is not installed.*reference tensor ops"):
+        dynamic_rnn_with_attention(cell, torch.randn(1, 3, 2), torch.rand(1, 3))
+    with ml.which_paths() as ran, warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a second time
+        dynamic_rnn_with_attention(cell, torch.randn(1, 3, 2), torch.rand(1, 3))
+    assert ran == [("agru", f"reference: {reason}")]

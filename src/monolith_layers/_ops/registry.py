@@ -41,6 +41,7 @@ _CPU_KERNELS = torch.library.Library(NAMESPACE, "IMPL") if HAS_CUSTOM_OPS else N
 
 
 TRITON_OPS: set[str] = set()  # the operators with a Triton implementation
+TRITON_MISSING = "pip install 'monolith-layers[gpu]'"
 
 
 def define(
@@ -147,7 +148,12 @@ def triton_unavailable(on_cpu: bool) -> str | None:
     Triton's interpreter; asking for them there without it is an error, not a
     quiet fallback."""
     if importlib.util.find_spec("triton") is None:
-        return "Triton is not installed (pip install 'monolith-layers[gpu]')"
+        if on_cpu:
+            raise RuntimeError(
+                "monolith_layers: the Triton CPU backend (MONOLITH_LAYERS_BACKEND=triton / "
+                f"cpu_backend('triton')) needs Triton: {TRITON_MISSING}"
+            )
+        return f"Triton is not installed ({TRITON_MISSING})"
     if on_cpu and not interpreting():
         raise RuntimeError(
             "monolith_layers: the Triton CPU backend (MONOLITH_LAYERS_BACKEND=triton / "
@@ -183,8 +189,11 @@ def use_kernel(op: str, *tensors: torch.Tensor | None, unsupported: str | None =
         reason = _backend_reason(op, backend, device)
     path = {"cpp": "kernel", "triton": "kernel (triton)"}.get(backend)
     record(op, path if reason is None else f"reference: {reason}")
-    if unsupported is not None and not compiling():
-        _warn_once(op, unsupported)
+    # Said once: a layer built with something the kernels lack, and a GPU
+    # without Triton (each step of a recurrence is then a dozen small kernels).
+    missing_triton = reason is not None and reason.startswith("Triton is not installed")
+    if (unsupported is not None or missing_triton) and not compiling():
+        _warn_once(op, reason)
     return reason is None
 
 
@@ -210,8 +219,9 @@ _warned: set[tuple[str, str]] = set()
 
 @torch.compiler.disable
 def _warn_once(op: str, reason: str) -> None:
-    """A layer built in a way the kernels do not cover is told so once: it runs
-    the slower reference computation (results are the same)."""
+    """A layer built in a way the kernels do not cover, or on a GPU without
+    Triton, is told so once: it runs the slower reference computation (results
+    are the same)."""
     if (op, reason) not in _warned:
         _warned.add((op, reason))
         warnings.warn(
