@@ -1,43 +1,106 @@
 """End to end on MovieLens-100K: our DIN / DIEN models against DeepCTR-Torch's and
-torch-rechub's, the same task trained in one process.
+torch-rechub's, the same task, each library trained to its best validation epoch.
 
 The task, identical for every library: ML-100K from the ``recbole``
-distribution, our leave-last-out split (rating >= 4 is a click), user / item /
-category fields with embeddings of ``--embed-dim`` each, histories of the
-last ``--max-len`` clicks (item and category ids, left-aligned, zero padded),
-``--epochs`` epochs of Adam (lr 1e-3) at batch 256, and, for DIEN, one
+distribution, our leave-last-out split (rating >= 4 is a click; the
+second-to-last click of each user is the validation set, the last the test
+set), user / item / category fields with embeddings of ``--embed-dim``
+each, histories of the last ``--max-len`` clicks (item and category ids,
+left-aligned, zero padded), Adam (lr 1e-3) at batch 256, and, for DIEN, one
 sampled negative per history position for the auxiliary loss (the same
 negatives for every library). Each library runs as its users run it: its
 own model class with its defaults (hidden sizes, attention activations,
 DeepCTR's Dice in DIN), its own input packing and training loop
 (DeepCTR-Torch ``model.fit``; torch-rechub ``CTRTrainer``); ours is
-``monolith_layers.train.Trainer``. Reported per library and model: test AUC
-(mean and spread over ``--seeds`` seeds) and training seconds per epoch
-(evaluation excluded), and the ratio of the fastest peer's time to ours.
+``monolith_layers.train.Trainer``.
+
+Early stopping, the same for every library: after each epoch the model is
+scored on the validation set; training stops once ``--patience`` epochs in
+a row bring no better validation AUC, or after ``--max-epochs``; the
+weights of the best validation epoch are then scored once on the test set.
+AUC and logloss come from the same scikit-learn calls on every library's
+click probabilities. Reported per library and model, mean and standard
+deviation over ``--seeds`` seeds: test AUC and logloss at the best
+validation epoch, the best epoch, epochs run, training seconds per epoch
+(evaluation excluded) and training seconds up to the best epoch, and the
+fastest peer's time to its best epoch over ours.
 
     pip install -e ".[bench,demo]" requests && pip install --no-deps recbole
-    python benchmarks/bench_e2e.py --seeds 3 --epochs 2
+    python benchmarks/bench_e2e.py --seeds 5 --max-epochs 20 --patience 2
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from monolith_layers.data import DataConfig, build_datasets, load_dataset
 from monolith_layers.models import CTRModel, ModelConfig
 from monolith_layers.train import TrainConfig, Trainer, seed_everything
 
 BATCH, LR = 256, 1e-3
+
+
+@dataclass
+class Run:
+    """One library, model and seed, trained to its best validation epoch."""
+
+    test_auc: float
+    test_logloss: float
+    best_epoch: int
+    epochs: int
+    seconds_per_epoch: float
+    seconds_to_best: float
+
+
+def _scored(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    scores = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    return roc_auc_score(labels, scores), log_loss(labels, scores, labels=[0, 1])
+
+
+def early_stopped(
+    model: torch.nn.Module,
+    train_epoch: Callable[[], None],
+    predict: Callable[[str], np.ndarray],
+    data: dict,
+    args,
+) -> Run:
+    """A peer's training loop with our Trainer's stopping rule: an epoch, its
+    validation AUC, stop after ``args.patience`` epochs without a better one
+    (or ``args.max_epochs``); then the best epoch's weights on the test set."""
+    best_auc, best_epoch, best_state, seconds = float("-inf"), 0, None, []
+    for epoch in range(1, args.max_epochs + 1):
+        began = time.perf_counter()
+        train_epoch()
+        seconds.append(time.perf_counter() - began)
+        auc, _ = _scored(data["valid"]["label"], predict("valid"))
+        if auc > best_auc:
+            best_auc, best_epoch = auc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= args.patience:
+            break
+    model.load_state_dict(best_state)
+    test_auc, test_logloss = _scored(data["test"]["label"], predict("test"))
+    return Run(
+        test_auc,
+        test_logloss,
+        best_epoch,
+        len(seconds),
+        statistics.median(seconds),
+        sum(seconds[:best_epoch]),
+    )
 
 
 def arrays(dataset, seed: int) -> dict[str, np.ndarray]:
@@ -78,7 +141,7 @@ class _FixedNegatives:
         batch["negative_history_category"] = torch.from_numpy(self.data["neg_hist_cate"][rows])
         return batch
 
-    def loader(self, batch_size, shuffle, seed=0, sampler=None):
+    def loader(self, batch_size, shuffle, seed=0, sampler=None, pin_memory=False):
         from torch.utils.data import DataLoader
 
         generator = torch.Generator().manual_seed(seed)
@@ -88,6 +151,7 @@ class _FixedNegatives:
             shuffle=shuffle,
             collate_fn=lambda b: b,
             generator=generator,
+            pin_memory=pin_memory,
         )
 
 
@@ -103,14 +167,26 @@ def run_ours(model_name, log, splits, data, args, seed):
     )
     model = CTRModel(config)
     train_config = TrainConfig(
-        epochs=args.epochs, batch_size=BATCH, lr=LR, patience=args.epochs, seed=seed, progress=False
+        epochs=args.max_epochs,
+        batch_size=BATCH,
+        lr=LR,
+        patience=args.patience,
+        seed=seed,
+        progress=False,
     )
     trainer = Trainer(model, train_config)
     train = _FixedNegatives(splits[0], data["train"])
-    result = trainer.fit(train, splits[1])
-    # The last epoch's weights for every library (no early stopping): AUC of the final model.
+    result = trainer.fit(train, splits[1])  # the best validation epoch's weights afterwards
     seconds = [r.seconds for r in result.history]
-    return trainer.evaluate(splits[2])["auc"], statistics.median(seconds)
+    test_auc, test_logloss = _scored(*trainer.predict(splits[2]))
+    return Run(
+        test_auc,
+        test_logloss,
+        result.best_epoch,
+        len(seconds),
+        statistics.median(seconds),
+        sum(seconds[: result.best_epoch]),
+    )
 
 
 # ------------------------------------------------------------ DeepCTR-Torch
@@ -153,15 +229,18 @@ def run_deepctr(model_name, log, splits, data, args, seed):
     else:
         model = DIN(columns, ["item", "cate"], seed=seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
-    train = {k: data["train"][k] for k in names}
-    seconds = []
-    for _ in range(args.epochs):
-        began = time.perf_counter()
+    inputs = {part: {k: data[part][k] for k in names} for part in ("train", "valid", "test")}
+
+    def train_epoch():
         with contextlib.redirect_stdout(io.StringIO()):
-            model.fit(train, data["train"]["label"], batch_size=BATCH, epochs=1, verbose=0)
-        seconds.append(time.perf_counter() - began)
-    scores = model.predict({k: data["test"][k] for k in names}, batch_size=2048)
-    return roc_auc_score(data["test"]["label"], scores), statistics.median(seconds)
+            model.fit(
+                inputs["train"], data["train"]["label"], batch_size=BATCH, epochs=1, verbose=0
+            )
+
+    def predict(part):
+        return model.predict(inputs[part], batch_size=2048)
+
+    return early_stopped(model, train_epoch, predict, data, args)
 
 
 # ------------------------------------------------------------- torch-rechub
@@ -217,45 +296,88 @@ def run_rechub(model_name, log, splits, data, args, seed):
         model = DIN(
             features, history, targets, mlp_params={"dims": [256, 128]}, attention_mlp_params={}
         )
-    x = {part: {k: data[part][k] for k in names} for part in ("train", "test")}
+    x = {part: {k: data[part][k] for k in names} for part in ("train", "valid", "test")}
     generator = DataGenerator(x["train"], data["train"]["label"])
-    train_dl, _, test_dl = generator.generate_dataloader(
-        x_val=x["test"],
-        y_val=data["test"]["label"],
+    train_dl, valid_dl, test_dl = generator.generate_dataloader(
+        x_val=x["valid"],
+        y_val=data["valid"]["label"],
         x_test=x["test"],
         y_test=data["test"]["label"],
         batch_size=BATCH,
     )
-    with tempfile.TemporaryDirectory() as folder:
+    loaders = {"valid": valid_dl, "test": test_dl}
+    quiet = (contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()))
+    with tempfile.TemporaryDirectory() as folder, quiet[0], quiet[1]:
         trainer = CTRTrainer(
             model,
             optimizer_params={"lr": LR, "weight_decay": 0.0},
-            n_epoch=args.epochs,
+            n_epoch=args.max_epochs,
             device="cpu",
             loss_mode=model_name != "dien",
             model_path=folder,
         )
-        seconds = []
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            for _ in range(args.epochs):
-                began = time.perf_counter()
-                trainer.train_one_epoch(train_dl)
-                seconds.append(time.perf_counter() - began)
-            auc = trainer.evaluate(model, test_dl)
-    return auc, statistics.median(seconds)
+        return early_stopped(
+            model,
+            lambda: trainer.train_one_epoch(train_dl),
+            lambda part: np.asarray(trainer.predict(model, loaders[part])),
+            data,
+            args,
+        )
 
 
 RUNNERS = {"monolith-layers": run_ours, "DeepCTR-Torch": run_deepctr, "torch-rechub": run_rechub}
 
 
+def _mean_sd(values: list[float], digits: int) -> str:
+    spread = f" +- {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
+
+
+def table(results: dict[tuple[str, str], list[Run]], models: list[str], seeds: int) -> str:
+    lines = [
+        f"| model | library | test AUC (mean +- sd, {seeds} seeds) | test logloss | best epoch "
+        "| epochs run | s/epoch | s to best epoch | fastest peer's s to best / ours |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model_name in models:
+        to_best = {
+            library: statistics.mean(r.seconds_to_best for r in runs)
+            for (name, library), runs in results.items()
+            if name == model_name
+        }
+        peers = [t for library, t in to_best.items() if library != "monolith-layers"]
+        for library in RUNNERS:
+            runs = results.get((model_name, library))
+            if not runs:
+                continue
+            ratio = ""
+            if library == "monolith-layers" and peers:
+                ratio = f"{min(peers) / to_best[library]:.2f}x"
+            lines.append(
+                f"| {model_name} | {library} | {_mean_sd([r.test_auc for r in runs], 4)} "
+                f"| {_mean_sd([r.test_logloss for r in runs], 4)} "
+                f"| {statistics.mean(r.best_epoch for r in runs):.1f} "
+                f"| {statistics.mean(r.epochs for r in runs):.1f} "
+                f"| {statistics.median(r.seconds_per_epoch for r in runs):.1f} "
+                f"| {to_best[library]:.1f} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument(
+        "--patience", type=int, default=2, help="epochs without a better validation AUC"
+    )
     parser.add_argument("--embed-dim", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default="din,dien")
+    parser.add_argument(
+        "--libraries", default=",".join(RUNNERS), help="a comma-separated subset of the libraries"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -264,51 +386,33 @@ def main() -> None:
     splits = build_datasets(log, DataConfig(max_len=args.max_len))
     print(log.summary())
     print(
-        f"samples: train {len(splits[0]):,}, test {len(splits[2]):,}; T={args.max_len}, E={args.embed_dim}"
+        f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}; "
+        f"T={args.max_len}, E={args.embed_dim}; up to {args.max_epochs} epochs, "
+        f"patience {args.patience}"
     )
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    models, libraries = args.models.split(","), args.libraries.split(",")
+    results: dict[tuple[str, str], list[Run]] = {}
     for seed in range(args.seeds):
         data = {
             part: arrays(ds, seed)
             for part, ds in zip(("train", "valid", "test"), splits, strict=True)
         }
-        for model_name in args.models.split(","):
-            for library, run in RUNNERS.items():
+        for model_name in models:
+            for library in libraries:
                 try:
-                    auc, seconds = run(model_name, log, splits, data, args, seed)
+                    run = RUNNERS[library](model_name, log, splits, data, args, seed)
                 except ImportError as err:
                     print(f"  {library}: not installed ({err})")
                     continue
-                results.setdefault((model_name, library), []).append((auc, seconds))
+                results.setdefault((model_name, library), []).append(run)
                 print(
-                    f"  seed {seed} {model_name:<5} {library:<16} test AUC {auc:.4f}  {seconds:6.1f} s/epoch",
+                    f"  seed {seed} {model_name:<5} {library:<16} test AUC {run.test_auc:.4f} "
+                    f"logloss {run.test_logloss:.4f} best epoch {run.best_epoch}/{run.epochs} "
+                    f"{run.seconds_per_epoch:6.1f} s/epoch",
                     flush=True,
                 )
-
-    print(
-        f"\n| model | library | test AUC (mean +- sd over {args.seeds} seeds) | s/epoch | fastest peer's time / ours |"
-    )
-    print("| --- | --- | --- | ---: | ---: |")
-    for model_name in args.models.split(","):
-        ours = results.get((model_name, "monolith-layers"))
-        peers = [
-            statistics.median(s for _, s in results[(model_name, lib)])
-            for lib in RUNNERS
-            if lib != "monolith-layers" and (model_name, lib) in results
-        ]
-        for library in RUNNERS:
-            runs = results.get((model_name, library))
-            if not runs:
-                continue
-            aucs = [a for a, _ in runs]
-            spread = f" +- {statistics.stdev(aucs):.4f}" if len(aucs) > 1 else ""
-            seconds = statistics.median(s for _, s in runs)
-            ratio = ""
-            if library == "monolith-layers" and peers and ours:
-                ratio = f"{min(peers) / seconds:.2f}x"
-            print(
-                f"| {model_name} | {library} | {statistics.mean(aucs):.4f}{spread} | {seconds:.1f} | {ratio} |"
-            )
+    print()
+    print(table(results, models, args.seeds))
 
 
 if __name__ == "__main__":
