@@ -267,6 +267,21 @@ def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(tmp_path, capsys, command)
     assert not out.exists()
 
 
+def test_a_bad_kernel_backend_variable_is_one_line(tmp_path, capsys, monkeypatch):
+    from monolith_layers._ops import switch
+
+    monkeypatch.setattr(switch, "_default_backend", None)  # the variable decides
+    monkeypatch.setenv("MONOLITH_LAYERS_BACKEND", "cuda")
+    out = tmp_path / "out"
+    assert main(["train", "--out", str(out), "--no-progress"]) == 2
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (
+        "monolith-layers train: error: MONOLITH_LAYERS_BACKEND: the CPU backend must be one "
+        "of ('cpp', 'triton'), got 'cuda'"
+    )
+    assert printed.out == "" and not out.exists()
+
+
 def test_tiny_data_errors_name_the_file(tmp_path, capsys):
     folder = tmp_path / "shop" / "x"
     folder.mkdir(parents=True)

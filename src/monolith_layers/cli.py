@@ -696,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_environment()
         return args.run(args)
     except _user_errors() as err:
         _complain(f"monolith-layers {args.command}: error: {err}")
@@ -706,6 +707,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _complain(f"\nmonolith-layers {args.command}: interrupted{_interrupted_note(args)}")
         return 130
+
+
+def _check_environment() -> None:
+    """The environment variables the layers read, checked before any work."""
+    from ._ops.switch import cpu_backend_in_use
+
+    try:
+        cpu_backend_in_use()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _complain(message: str) -> None:

@@ -48,9 +48,9 @@ def _check_backend(where: str, name: object) -> str:
 
 
 _default = _default_from_environment()
-_default_backend = _check_backend(
-    BACKEND_ENV_VAR, os.environ.get(BACKEND_ENV_VAR, "cpp").strip().lower() or "cpp"
-)
+# None: MONOLITH_LAYERS_BACKEND decides, read when first needed (a bad value is
+# then an error where it is used, not an import that fails).
+_default_backend: str | None = None
 _scoped_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "monolith_layers_cpu_backend", default=None
 )
@@ -134,8 +134,14 @@ def set_cpu_backend(name: str) -> str:
     environment before the kernels are first used, and the ``gpu`` extra.
     """
     global _default_backend
-    previous, _default_backend = _default_backend, _check_backend("set_cpu_backend", name)
+    previous = _default_backend or _environment_backend()
+    _default_backend = _check_backend("set_cpu_backend", name)
     return previous
+
+
+def _environment_backend() -> str:
+    value = os.environ.get(BACKEND_ENV_VAR, "").strip().lower() or "cpp"
+    return _check_backend(BACKEND_ENV_VAR, value)
 
 
 @contextlib.contextmanager
@@ -153,7 +159,9 @@ def cpu_backend(name: str) -> Iterator[None]:
 def cpu_backend_in_use() -> str:
     """``"cpp"`` or ``"triton"``: which kernels CPU tensors run here."""
     scoped = _scoped_backend.get()
-    return _default_backend if scoped is None else scoped
+    if scoped is not None:
+        return scoped
+    return _default_backend or _environment_backend()
 
 
 set_native = _deprecated_alias("set_native", set_fused)
