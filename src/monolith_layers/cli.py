@@ -30,6 +30,8 @@ QUICK_MODEL = {
     "dmr_cmp_dim": 16,
 }
 QUICK_SYNTHETIC = {"num_users": 3000, "max_events": 40}
+# A sample-log run keeps its vocabularies beside the model (evaluate and export read them).
+FEATURES_FILE = "features.json"
 
 # Set when this process trains data-parallel under torchrun (see entry()).
 _joined_process_group = False
@@ -68,7 +70,7 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
         raise UsageError(f"{file}: no such config file") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"{file}: not valid JSON ({err})") from None
-    sections = {"model", "data", "train", "synthetic", "dataset"}
+    sections = {"model", "data", "train", "synthetic", "dataset", "schema"}
     if not isinstance(values, dict) or set(values) - sections:
         extra = sorted(set(values) - sections) if isinstance(values, dict) else values
         raise ConfigError(f"{file}: unknown keys {extra}; known sections are {sorted(sections)}")
@@ -146,25 +148,20 @@ def _print_table(dataset: str, runs) -> None:
     print(_table(runs))
 
 
-def _train_one(
-    name,
-    log,
-    splits,
-    data_config,
-    model_values,
-    train_config,
-    out_dir,
-    extra,
-    resume=False,
-    say=print,
-):
+def _fixed_model(name, log, data_config, model_values, seed):
+    """The CTR model of an interaction log, its weights drawn from ``seed``."""
     from .models import CTRModel
-    from .train import Trainer, seed_everything
+    from .train import seed_everything
+
+    seed_everything(seed)
+    return CTRModel(_model_config(name, log, data_config, model_values))
+
+
+def _train_one(model, splits, train_config, out_dir, extra, resume=False, say=print, sharded=None):
+    from .train import Trainer
     from .train.report import ModelRun
 
-    seed_everything(train_config.seed)
-    model = CTRModel(_model_config(name, log, data_config, model_values))
-    trainer = Trainer(model, train_config, out_dir, extra)
+    trainer = Trainer(model, train_config, out_dir, extra, sharded=sharded)
     train, valid, test = splits
     began = time.perf_counter()
     fit = trainer.fit(train, valid, resume=resume)
@@ -226,11 +223,8 @@ def cmd_demo(args) -> int:
     extra = {"data": data_config.to_dict(), "dataset": args.data, "synthetic": synthetic_config}
     runs = [
         _train_one(
-            name,
-            log,
+            _fixed_model(name, log, data_config, model_values, train_config.seed),
             splits,
-            data_config,
-            model_values,
             train_config,
             out / "models" / _model_folder(name),
             extra,
@@ -309,7 +303,6 @@ def _train_folder(out: Path, resume: bool, overwrite: bool, rank: int, say) -> b
 
 def _train(args, rank: int, world: int) -> int:
     from .train import TrainConfig
-    from .train.report import write_report
 
     say = print if rank == 0 else (lambda *a, **k: None)
     out = Path(args.out)
@@ -317,12 +310,12 @@ def _train(args, rank: int, world: int) -> int:
 
     file_values = _read_config_file(args.config)
     data_values = {**file_values.get("data", {})}
-    for flag, key in (("max_len", "max_len"), ("seed", "seed")):
+    for flag, key in (("max_len", "max_len"), ("seed", "seed"), ("workers", "workers")):
         if getattr(args, flag) is not None:
             data_values[key] = getattr(args, flag)
     data_config = _data_config(data_values)
     train_values = {**file_values.get("train", {}), "progress": not args.no_progress}
-    for flag in ("epochs", "batch_size", "lr", "seed", "device", "precision"):
+    for flag in ("epochs", "batch_size", "lr", "seed", "device", "precision", "max_steps"):
         if getattr(args, flag) is not None:
             train_values[flag] = getattr(args, flag)
     train_config = TrainConfig.from_dict(train_values)
@@ -334,6 +327,24 @@ def _train(args, rank: int, world: int) -> int:
     name = args.model or ""
     if not name and "encoder" not in model_values:
         name = "din"
+    schema_file = args.schema or file_values.get("schema")
+    if schema_file is not None:
+        return _train_sample_log(
+            args,
+            schema_file,
+            name,
+            data_config,
+            train_config,
+            model_values,
+            out,
+            resume,
+            say,
+            rank,
+            world,
+        )
+    if args.valid or args.test or args.shard:
+        flag = "--valid / --test" if args.valid or args.test else "--shard"
+        raise UsageError(f"{flag} works with a sample log: add --schema FILE")
     spec = args.data or file_values.get("dataset", "synthetic")
     log, synthetic_config = _load_log(
         spec, data_config, file_values.get("synthetic"), train_config.seed
@@ -345,25 +356,128 @@ def _train(args, rank: int, world: int) -> int:
     if model_config.uses_native_kernels:
         _build_native_step(say, train_config.device)
     extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
-    run = _train_one(
-        name, log, splits, data_config, model_values, train_config, out, extra, resume, say
-    )
+    model = _fixed_model(name, log, data_config, model_values, train_config.seed)
+    run = _train_one(model, splits, train_config, out, extra, resume, say)
+    _finish_train(out, log.name, run, splits[2], data_config, train_config, world, rank, say)
+    return 0
+
+
+def _finish_train(out, dataset, run, test, data_config, train_config, world, rank, say) -> None:
+    from .train.report import write_report
+
     if rank == 0:
         settings = {
             "data": data_config.to_dict(),
             "train": train_config.to_dict(),
-            "model": run.model.config.to_dict(),
+            "model": {k: v for k, v in run.model.config.to_dict().items() if k != "features"},
             "world_size": world,
         }
-        write_report(out, log.name, [run], splits[2], settings)
+        write_report(out, dataset, [run], test, settings)
     say(f"checkpoint: {out / 'model.safetensors'}; report: {out / 'report.md'}")
+
+
+def _fit_bar(enabled: bool):
+    """A progress bar for the passes over a sample log before training."""
+    from .train.trainer import progress_bar
+
+    def start(description: str, total: int):
+        bar = progress_bar(total, description, enabled)
+        return lambda rows: (bar.update(rows), bar.n >= total and bar.close())
+
+    return start
+
+
+def _sample_log_splits(schema, spec, valid, test, data_config, progress, encoder=None):
+    from .data.stream import schema_datasets
+
+    fractions = (data_config.valid_fraction, data_config.test_fraction)
+    return schema_datasets(
+        schema,
+        spec,
+        valid,
+        test,
+        fractions=fractions,
+        seed=data_config.seed,
+        encoder=encoder,
+        shuffle_buffer=data_config.shuffle_buffer,
+        workers=data_config.workers,
+        progress=progress,
+    )
+
+
+def _train_sample_log(
+    args, schema_file, name, data_config, train_config, model_values, out, resume, say, rank, world
+) -> int:
+    """``train --schema``: a sample log streamed from Parquet / CSV (see data.stream)."""
+    from .data.encoding import describe
+    from .data.schema import Schema
+    from .models import ModelConfig
+    from .models.features import FeatureCTRModel, feature_spec
+    from .train import seed_everything
+
+    schema = Schema.load(schema_file)
+    if args.max_len is not None:
+        schema = Schema.from_dict({**schema.to_dict(), "max_len": args.max_len})
+    if args.data is None:
+        raise UsageError(
+            "--schema needs --data PATH: a Parquet file, a folder of them, or a CSV file"
+        )
+    bars = _fit_bar(train_config.progress and rank == 0)
+    # Every data error (a missing column, a bad label, a corrupt file) before anything is written.
+    train, valid, test, encoder = _sample_log_splits(
+        schema, args.data, args.valid, args.test, data_config, bars
+    )
+    for part in (valid, test):
+        part.check_evaluable()
+    encoder_name, _, transform = (name or "din").partition("+")
+    config = ModelConfig.from_dict(
+        {
+            **model_values,
+            "encoder": model_values.get("encoder", encoder_name) if not name else encoder_name,
+            "transform": model_values.get("transform") if not name else (transform or None),
+            "max_len": schema.history_len or 1,
+            "features": feature_spec(encoder),
+        }
+    )
+    seed_everything(train_config.seed)
+    model = FeatureCTRModel(config)
+    say(
+        f"{args.data}: rows train {len(train):,}, valid {len(valid):,}, test {len(test):,}; "
+        f"click rate {train.positives():.3f}"
+        + (f"; data parallel over {world} processes" if world > 1 else "")
+    )
+    for line in describe(encoder):
+        say(line)
+    if config.uses_native_kernels:
+        _build_native_step(say, train_config.device)
+    sharded = _sharded_model(config, args.shard, train_config.device, world) if args.shard else None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        encoder.save(out / FEATURES_FILE)
+    extra = {
+        "data": data_config.to_dict(),
+        "sample_log": {"data": args.data, "valid": args.valid, "test": args.test},
+        "shard": args.shard,
+    }
+    run = _train_one(model, (train, valid, test), train_config, out, extra, resume, say, sharded)
+    _finish_train(out, str(args.data), run, None, data_config, train_config, world, rank, say)
     return 0
 
 
+def _sharded_model(config, sharding_type: str, device: str, world: int):
+    """``--shard``: the model's tables in TorchRec, placed across the torchrun ranks."""
+    from .models.sharded import TorchRecFeatureModel, shard
+    from .train import resolve_device
+
+    if world < 2:
+        raise UsageError(
+            f"--shard {sharding_type} places tables across processes: launch with torchrun"
+        )
+    return shard(TorchRecFeatureModel(config, device="meta"), sharding_type, resolve_device(device))
+
+
 def cmd_evaluate(args) -> int:
-    from .data import build_datasets
     from .train import (
-        CheckpointLoadError,
         TrainConfig,
         Trainer,
         load_model,
@@ -372,9 +486,72 @@ def cmd_evaluate(args) -> int:
     )
 
     resolve_device(args.device)
-    _, saved = read_checkpoint_config(args.checkpoint)
+    weights, saved = read_checkpoint_config(args.checkpoint)
     model = load_model(args.checkpoint)
     data_config = _data_config(saved.get("data", {}))
+    if "sample_log" in saved:
+        spec, dataset = _sample_log_split(args, weights, saved, data_config)
+    else:
+        if args.split == "all":
+            raise UsageError("--split all is for models trained on a sample log (--schema)")
+        spec, dataset = _log_split(args, saved, model, data_config)
+    if model.config.uses_native_kernels:
+        _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}), args.device)
+    settings = TrainConfig(eval_batch_size=2048, progress=not args.no_progress, device=args.device)
+    trainer = Trainer(model, settings)
+    result = trainer.evaluate(dataset)
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(args.checkpoint),
+                "data": spec,
+                "split": args.split,
+                "model": model.config.name,
+                **result,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _sample_log_split(args, weights: Path, saved, data_config):
+    """The split of a sample log to evaluate a schema model on, encoded with the
+    vocabularies it was trained with. ``--data`` replaces the training log (split
+    as in training, or whole with ``--split all``)."""
+    from .data.columnar import SampleFiles
+    from .data.encoding import FeatureEncoder
+    from .data.stream import SampleStream, SplitRule, count_rows
+
+    encoder = FeatureEncoder.load(weights.with_name(FEATURES_FILE))
+    log = saved["sample_log"]
+    if args.split == "all":
+        spec = args.data or log["data"]
+        files = SampleFiles(spec, encoder.schema)
+        rule = SplitRule("all", encoder.schema)
+        rows, positives = count_rows(files, rule, encoder.labels)
+        stream = SampleStream(
+            str(spec),
+            files,
+            encoder,
+            rule,
+            0,
+            rows[:, 0],
+            positives[:, 0].sum(),
+            workers=data_config.workers,
+        )
+        return spec, stream
+    spec = args.data or log["data"]
+    valid, test = (None, None) if args.data else (log.get("valid"), log.get("test"))
+    splits = _sample_log_splits(encoder.schema, spec, valid, test, data_config, None, encoder)
+    return spec, splits[("train", "valid", "test").index(args.split)]
+
+
+def _log_split(args, saved, model, data_config):
+    """The split of an interaction log to evaluate a fixed-shape model on."""
+    from .data import build_datasets
+    from .train import CheckpointLoadError
+
     spec = args.data or saved.get("dataset", "synthetic")
     log, _ = _load_log(spec, data_config, saved.get("synthetic"), data_config.seed)
     config = model.config
@@ -389,24 +566,7 @@ def cmd_evaluate(args) -> int:
             f"{config.num_categories}); evaluate on the data it was trained on"
         )
     splits = dict(zip(("train", "valid", "test"), build_datasets(log, data_config), strict=True))
-    if model.config.uses_native_kernels:
-        _build_native_step(lambda *a, **k: print(*a, **{**k, "file": sys.stderr}), args.device)
-    settings = TrainConfig(eval_batch_size=2048, progress=not args.no_progress, device=args.device)
-    trainer = Trainer(model, settings)
-    result = trainer.evaluate(splits[args.split])
-    print(
-        json.dumps(
-            {
-                "checkpoint": str(args.checkpoint),
-                "data": spec,
-                "split": args.split,
-                "model": config.name,
-                **result,
-            },
-            indent=2,
-        )
-    )
-    return 0
+    return spec, splits[args.split]
 
 
 def cmd_build_kernels(args) -> int:
@@ -529,6 +689,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="FILE", help="JSON config file")
     _add_data(train)
     train.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="a feature schema (JSON): --data is then a sample log, a Parquet file, a folder of "
+        "Parquet files or a CSV file, streamed (see the README's 'Your own data')",
+    )
+    train.add_argument(
+        "--valid", metavar="PATH", help="with --schema: a validation sample log (give --test too)"
+    )
+    train.add_argument(
+        "--test", metavar="PATH", help="with --schema: a test sample log (give --valid too)"
+    )
+    train.add_argument(
+        "--max-steps", type=int, help="stop after this many training steps in all (default: none)"
+    )
+    train.add_argument(
+        "--workers",
+        type=int,
+        help="with --schema: data-loader processes building batches (default: 0, in the "
+        "training process)",
+    )
+    train.add_argument(
+        "--shard",
+        choices=("table_wise", "column_wise", "data_parallel"),
+        help="with --schema, under torchrun: the embedding tables in TorchRec, sharded this way "
+        "across the processes (see docs/scaling-out.md)",
+    )
+    train.add_argument(
         "--model",
         metavar="NAME",
         help="encoder[+transform]: mean, din, dien, dmr; +senet, +autoint, +irazor (default: din)",
@@ -564,7 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data(evaluate)
     evaluate.add_argument(
-        "--split", choices=("train", "valid", "test"), default="test", help="default: test"
+        "--split",
+        choices=("train", "valid", "test", "all"),
+        default="test",
+        help="default: test; 'all': every row of --data (a sample-log model's held-out file)",
     )
     _add_device(evaluate, default="auto")
     _add_no_progress(evaluate)

@@ -7,6 +7,11 @@ history length T fixed at export time::
     history (B, T) int64, history_category (B, T) int64, mask (B, T) bool
     -> click probability (B,) float32
 
+A model trained from a feature schema takes one tensor per feature instead,
+named and ordered as the schema's features: ids (B,) int64 (from the
+vocabularies in ``features.json``), raw numbers (B,) float32 (NaN where
+missing) and id sequences (B, T) int64, left-aligned, 0-padded.
+
 After writing, the artefact is loaded back and run on a batch of another
 size (with padding) against the eager model; an artefact that disagrees
 raises :class:`ExportError` instead of being left behind, so a silently wrong
@@ -27,6 +32,7 @@ from torch import nn
 from ._ops import fused
 from .dense import Dense
 from .models import CTRModel
+from .models.features import FeatureCTRModel
 
 FORMATS = ("onnx", "exported-program", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
@@ -38,33 +44,67 @@ class ExportError(RuntimeError):
     """The format is unknown, a tool is missing, or the artefact does not match eager."""
 
 
-class ServingModule(nn.Module):
-    """A :class:`CTRModel` behind positional tensors (see the module docstring)."""
+def input_names(model: nn.Module) -> tuple[str, ...]:
+    """The artefact's inputs, in order: the six above, or a schema model's features."""
+    if isinstance(model, FeatureCTRModel):
+        return tuple(f.name for f in model.schema.features)
+    return INPUT_NAMES
 
-    def __init__(self, model: CTRModel) -> None:
+
+class ServingModule(nn.Module):
+    """A CTR model behind positional tensors named by :func:`input_names`."""
+
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.names = input_names(model)
 
-    def forward(self, user, item, category, history, history_category, mask):
-        batch = {
-            "user": user,
-            "item": item,
-            "category": category,
-            "history": history,
-            "history_category": history_category,
-            "mask": mask,
-        }
-        return torch.sigmoid(self.model(batch))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(dict(zip(self.names, inputs, strict=True))))
+
+
+def _lengths(batch: int, max_len: int, g: torch.Generator) -> torch.Tensor:
+    """Every length from 0 to max_len can occur; the first row is full."""
+    lengths = torch.randint(0, max_len + 1, (batch,), generator=g)
+    lengths[0] = max_len
+    return lengths
+
+
+def _feature_inputs(
+    model: FeatureCTRModel, batch: int, max_len: int, g
+) -> tuple[torch.Tensor, ...]:
+    """Ids in range, dense values with a NaN (missing), sequences of every length."""
+    schema, sizes = model.schema, model.config.features["tables"]
+    history = {f.name for f in schema.history}
+    history_mask = torch.arange(max_len) < _lengths(batch, max_len, g).unsqueeze(1)
+    inputs = []
+    for f in schema.features:
+        if f.kind == "sparse":
+            inputs.append(torch.randint(1, sizes[f.name], (batch,), generator=g))
+        elif f.kind == "dense":
+            values = torch.randn(batch, generator=g) * 2 + 1
+            values[batch // 2] = float("nan")
+            inputs.append(values)
+        else:
+            steps = max_len if f.name in history else schema.sequence_len(f)
+            mask = (
+                history_mask
+                if f.name in history
+                else (torch.arange(steps) < _lengths(batch, steps, g).unsqueeze(1))
+            )
+            inputs.append(torch.randint(1, sizes[f.shares], (batch, steps), generator=g) * mask)
+    return tuple(inputs)
 
 
 def example_inputs(
-    model: CTRModel, batch: int, max_len: int, seed: int = 0
+    model: nn.Module, batch: int, max_len: int, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:
     """Random valid inputs: ids in range, left-aligned masks of every length (0 included)."""
     config = model.config
     g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(0, max_len + 1, (batch,), generator=g)
-    lengths[0] = max_len
+    if isinstance(model, FeatureCTRModel):
+        return _feature_inputs(model, batch, max_len, g)
+    lengths = _lengths(batch, max_len, g)
     mask = torch.arange(max_len) < lengths.unsqueeze(1)
     history = torch.randint(1, config.num_items + 1, (batch, max_len), generator=g) * mask
     history_category = (
@@ -80,9 +120,9 @@ def example_inputs(
     )
 
 
-def _dynamic_batch() -> tuple[dict[int, object], ...]:
+def _dynamic_batch(names) -> tuple[tuple[dict[int, object], ...]]:
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    return tuple({0: batch} for _ in INPUT_NAMES)
+    return (tuple({0: batch} for _ in names),)
 
 
 def _require_onnx_tools() -> None:
@@ -141,14 +181,15 @@ def _write_and_check(model: CTRModel, fmt: str, path: Path, max_len: int) -> Non
                 serving,
                 inputs,
                 dynamo=True,
-                input_names=list(INPUT_NAMES),
+                input_names=list(serving.names),
                 output_names=["probability"],
-                dynamic_shapes=_dynamic_batch(),
+                dynamic_shapes=_dynamic_batch(serving.names),
             )
             program.save(str(path))
         elif fmt == "exported-program":
             torch.export.save(
-                torch.export.export(serving, inputs, dynamic_shapes=_dynamic_batch()), str(path)
+                torch.export.export(serving, inputs, dynamic_shapes=_dynamic_batch(serving.names)),
+                str(path),
             )
         else:
             torch.jit.trace(serving, inputs, check_trace=False).save(str(path))
@@ -182,7 +223,11 @@ def export_model(
         raise ExportError(f"export_model: format must be one of {list(FORMATS)}, got {fmt!r}")
     if fmt == "onnx":
         _require_onnx_tools()
-    max_len = max_len or model.config.max_len
+    max_len = max_len or (
+        model.schema.history_len or 1
+        if isinstance(model, FeatureCTRModel)
+        else model.config.max_len
+    )
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ExportError(f"export_model: max_len must be a positive int, got {max_len!r}")
     if model.config.encoder == "dmr" and max_len != model.config.max_len:

@@ -44,6 +44,9 @@ class DataConfig(JsonConfig):
         negatives: sampled negatives per event for implicit data.
         click_threshold: ratings at or above it are clicks (explicit data).
         seed: negatives and per-batch history negatives.
+        shuffle_buffer: sample logs (``--schema``): rows shuffled together in memory.
+        workers: sample logs: DataLoader worker processes building batches (0: in
+            the training process).
     """
 
     max_len: int = 50
@@ -53,6 +56,8 @@ class DataConfig(JsonConfig):
     negatives: int = 1
     click_threshold: float = 4.0
     seed: int = 0
+    shuffle_buffer: int = 32_768
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len < 1:
@@ -65,6 +70,10 @@ class DataConfig(JsonConfig):
                 f"DataConfig: valid_fraction and test_fraction must be in (0, 1) with a sum < 1, "
                 f"got {fractions}"
             )
+        for name, least in (("shuffle_buffer", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DataError(f"DataConfig: {name} must be an int >= {least}, got {value!r}")
         if (
             isinstance(self.negatives, bool)
             or not isinstance(self.negatives, int)

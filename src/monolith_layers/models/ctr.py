@@ -56,6 +56,10 @@ class ModelConfig(JsonConfig):
         dmr_cmp_dim: DMR_U2I's compressed width.
         senet_cmp_dim, autoint_layers: the transforms' sizes.
         irazor_space: iRazor's region boundaries over E (default ``[0, E/4, E/2, E]``).
+        features: a sample log's fitted features (``schema``, embedding ``tables``
+            sizes, ``dense`` means and standard deviations): set, the model is a
+            :class:`~monolith_layers.models.features.FeatureCTRModel` and the
+            vocabulary sizes above are unused.
     """
 
     encoder: str = "din"
@@ -74,6 +78,7 @@ class ModelConfig(JsonConfig):
     senet_cmp_dim: int = 3
     autoint_layers: int = 2
     irazor_space: list[int] | None = None
+    features: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -114,6 +119,72 @@ class ModelConfig(JsonConfig):
         return cls(encoder=encoder, transform=transform or None, **values)
 
 
+def build_encoder(config: ModelConfig, width: int) -> nn.Module | None:
+    """The behaviour encoder over keys and a query of ``width`` (None for mean pooling)."""
+    if config.encoder == "din":
+        return DIN(list(config.attention_units) + [1], config.attention_activation, embed_dim=width)
+    if config.encoder == "dien":
+        return DIEN(width, att_type=config.att_type, input_dim=width)
+    if config.encoder == "dmr":
+        return DMR_U2I(config.dmr_cmp_dim, seq_len=config.max_len, user_dim=width, item_dim=width)
+    return None
+
+
+def build_transform(config: ModelConfig, num_fields: int) -> nn.Module | None:
+    """The field transform over (B, num_fields, E), or None."""
+    e = config.embed_dim
+    if config.transform == "senet":
+        return SeNet(num_fields, config.senet_cmp_dim, out_type="stack")
+    if config.transform == "autoint":
+        return AutoInt(config.autoint_layers, out_type="stack", scale=True)
+    if config.transform == "irazor":
+        space = config.irazor_space or sorted({0, max(1, e // 4), max(1, e // 2), e})
+        return iRazor(
+            space,
+            t=0.5,
+            feature_weight=[1e-3] * num_fields,
+            out_type="stack",
+            num_feature=num_fields,
+        )
+    return None
+
+
+def build_head(config: ModelConfig, num_fields: int) -> MLP:
+    """The MLP from the flattened fields to one logit (AutoInt's output joins its input)."""
+    width = num_fields * (2 if config.transform == "autoint" else 1) * config.embed_dim
+    return MLP(list(config.hidden_units) + [1], input_dim=width, name="head")
+
+
+def encode_interest(
+    config: ModelConfig,
+    encoder: nn.Module | None,
+    target: torch.Tensor,
+    history: torch.Tensor,
+    mask: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The user's interest (B, W) from the query (B, W), keys (B, T, W) and mask (B, T)."""
+    if config.encoder == "mean":
+        return _masked_mean(history, mask)
+    if config.encoder == "dien":
+        return encoder(target, history, mask, neg_keys=negatives)
+    return encoder(target, history, mask)
+
+
+def transform_and_score(
+    config: ModelConfig, transform: nn.Module | None, head: MLP, fields: torch.Tensor
+) -> torch.Tensor:
+    """Fields (B, F, E) -> the optional transform -> the head -> logits (B,)."""
+    if transform is not None:
+        transformed = transform(fields)
+        fields = (
+            torch.cat([fields, transformed], dim=1)
+            if config.transform == "autoint"
+            else transformed
+        )
+    return head(fields.flatten(1)).squeeze(-1)
+
+
 def _masked_mean(history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     keep = mask.unsqueeze(-1)
     total = torch.where(keep, history, history.new_zeros(())).sum(dim=1)
@@ -142,42 +213,9 @@ class CTRModel(nn.Module):
             if table.padding_idx is not None:
                 with torch.no_grad():
                     table.weight[table.padding_idx].zero_()
-        self.encoder = self._build_encoder(config, width)
-        self.transform = self._build_transform(config)
-        head_fields = NUM_FIELDS * (2 if config.transform == "autoint" else 1)
-        self.head = MLP(list(config.hidden_units) + [1], input_dim=head_fields * e, name="head")
-
-    @staticmethod
-    def _build_encoder(config: ModelConfig, width: int) -> nn.Module | None:
-        if config.encoder == "din":
-            return DIN(
-                list(config.attention_units) + [1], config.attention_activation, embed_dim=width
-            )
-        if config.encoder == "dien":
-            return DIEN(width, att_type=config.att_type, input_dim=width)
-        if config.encoder == "dmr":
-            return DMR_U2I(
-                config.dmr_cmp_dim, seq_len=config.max_len, user_dim=width, item_dim=width
-            )
-        return None
-
-    @staticmethod
-    def _build_transform(config: ModelConfig) -> nn.Module | None:
-        e = config.embed_dim
-        if config.transform == "senet":
-            return SeNet(NUM_FIELDS, config.senet_cmp_dim, out_type="stack")
-        if config.transform == "autoint":
-            return AutoInt(config.autoint_layers, out_type="stack", scale=True)
-        if config.transform == "irazor":
-            space = config.irazor_space or sorted({0, max(1, e // 4), max(1, e // 2), e})
-            return iRazor(
-                space,
-                t=0.5,
-                feature_weight=[1e-3] * NUM_FIELDS,
-                out_type="stack",
-                num_feature=NUM_FIELDS,
-            )
-        return None
+        self.encoder = build_encoder(config, width)
+        self.transform = build_transform(config, NUM_FIELDS)
+        self.head = build_head(config, NUM_FIELDS)
 
     def item_side(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         """[item, category] embeddings: (..., 2E)."""
@@ -209,12 +247,14 @@ class CTRModel(nn.Module):
 
     def interest(self, embedded: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """The behaviour encoder's output (B, 2E)."""
-        target, history = embedded["target"], embedded["history"]
-        if self.config.encoder == "mean":
-            return _masked_mean(history, mask)
-        if self.config.encoder == "dien":
-            return self.encoder(target, history, mask, neg_keys=embedded.get("negatives"))
-        return self.encoder(target, history, mask)
+        return encode_interest(
+            self.config,
+            self.encoder,
+            embedded["target"],
+            embedded["history"],
+            mask,
+            embedded.get("negatives"),
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         e = self.config.embed_dim
@@ -225,14 +265,7 @@ class CTRModel(nn.Module):
             [embedded["user"], target[:, :e], target[:, e:], interest[:, :e], interest[:, e:]],
             dim=1,
         )  # (B, F, E)
-        if self.transform is not None:
-            transformed = self.transform(fields)
-            fields = (
-                torch.cat([fields, transformed], dim=1)
-                if self.config.transform == "autoint"
-                else transformed
-            )
-        return self.head(fields.flatten(1)).squeeze(-1)
+        return transform_and_score(self.config, self.transform, self.head, fields)
 
     @property
     def needs_negative_history(self) -> bool:

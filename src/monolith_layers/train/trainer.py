@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from ..config import ConfigError, JsonConfig
 from ..layer import total_layer_loss
 from ..models import CTRModel, ModelConfig
+from ..models.features import build_model
 
 OPTIMIZERS = ("adam", "adamw")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -77,6 +78,8 @@ class TrainConfig(JsonConfig):
             ``torch.autocast`` in that dtype (weights and optimiser stay float32;
             fp16 adds a gradient scaler). The layers' operators compute in
             float32 under autocast (on float32 inputs, as embeddings are).
+        max_steps: stop training after this many optimiser steps in all (the
+            epoch under way is then evaluated as usual); None: no bound.
     """
 
     epochs: int = 5
@@ -91,6 +94,7 @@ class TrainConfig(JsonConfig):
     progress: bool = True
     device: str = "auto"
     precision: str = "fp32"
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -101,8 +105,10 @@ class TrainConfig(JsonConfig):
             raise ConfigError(
                 f"TrainConfig: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        for name in ("epochs", "batch_size", "eval_batch_size", "patience"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "patience", "max_steps"):
             value = getattr(self, name)
+            if name == "max_steps" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainConfig: {name} must be a positive int, got {value!r}")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
@@ -331,7 +337,7 @@ def load_model(path: str | Path, map_location: str | torch.device | None = None)
 
     weights, config = read_checkpoint_config(path)
     try:
-        model = CTRModel(ModelConfig.from_dict(config["model"]))
+        model = build_model(ModelConfig.from_dict(config["model"]))
     except (ConfigError, TypeError) as err:
         raise CheckpointLoadError(f"{weights.with_name(CONFIG_FILE)}: {err}") from None
     try:
@@ -367,6 +373,10 @@ class Trainer:
         config: a :class:`TrainConfig`.
         out_dir: where checkpoints go (None: keep nothing on disk).
         extra_config: more JSON saved in ``config.json`` (the data config...).
+        sharded: ``model`` wrapped in TorchRec's ``DistributedModelParallel``
+            (:func:`monolith_layers.models.sharded.shard`): training and
+            evaluation run through it, with no DDP wrapper of ours, and
+            checkpoints hold the whole tables (gathered on rank 0).
     """
 
     def __init__(
@@ -375,14 +385,18 @@ class Trainer:
         config: TrainConfig | None = None,
         out_dir: str | Path | None = None,
         extra_config: dict[str, Any] | None = None,
+        sharded: torch.nn.Module | None = None,
     ) -> None:
         self.model = model
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
-        model.to(self.device)
+        self.sharded = sharded
+        if sharded is None:
+            model.to(self.device)
         self.rank, self.world_size = _world()
-        self.network = model
-        if self.world_size > 1:
+        self.network = self.network_for_eval = sharded if sharded is not None else model
+        self.steps = 0  # optimiser steps taken, for max_steps
+        if self.world_size > 1 and sharded is None:
             on_gpu = self.device.type == "cuda"
             self.network = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if on_gpu else None
@@ -396,7 +410,7 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         opt = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(
-            model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+            self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
         self.scaler = _grad_scaler(self.device, enabled=self.config.precision == "fp16")
 
@@ -426,6 +440,8 @@ class Trainer:
         of them back, put back in the dataset's order, so the metrics'
         sums run in the same order as in one process.
         """
+        if getattr(dataset, "shards_itself", False):
+            return self._predict_stream(dataset)
         if self.world_size > 1:
             import torch.distributed as dist
 
@@ -456,6 +472,40 @@ class Trainer:
         self.model.train(was_training)
         return np.concatenate(labels), np.concatenate(scores)
 
+    @torch.no_grad()
+    def _predict_stream(self, stream) -> tuple[np.ndarray, np.ndarray]:
+        """A streamed split: each rank scores its shard (the same number of batches
+        on every rank, as a sharded model's collectives need); the scores are
+        gathered and put in the split's row order."""
+        was_training = self.model.training
+        self.model.eval()
+        rows, labels, scores = [], [], []
+        loader = stream.loader(
+            self.config.eval_batch_size,
+            shuffle=False,
+            rank=self.rank,
+            world=self.world_size,
+            pin_memory=self._pins,
+        )
+        with progress_bar(len(loader), "eval", self._draws) as bar:
+            for batch in loader:
+                rows.append(batch["row"].numpy())
+                labels.append(batch["label"].numpy())
+                with self._autocast():
+                    logits = self.network_for_eval(self._on_device(batch)).float()
+                scores.append(torch.sigmoid(logits).cpu().numpy())
+                bar.update()
+        self.model.train(was_training)
+        local = [np.concatenate(part) for part in (rows, labels, scores)]
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * self.world_size
+            dist.all_gather_object(gathered, local)
+            local = [np.concatenate([g[i] for g in gathered]) for i in range(3)]
+        order = np.argsort(local[0], kind="stable")
+        return local[1][order], local[2][order]
+
     def evaluate(self, dataset) -> dict[str, float]:
         """``{'auc', 'logloss', 'samples', 'positives'}`` on a dataset."""
         dataset.check_evaluable()
@@ -469,6 +519,40 @@ class Trainer:
         train.with_negative_history = self.model.needs_negative_history
         if hasattr(train, "start_epoch"):
             train.start_epoch(epoch)  # negatives a function of (seed, epoch): resumable
+        loader = self._train_loader(train, epoch)
+        total, count = 0.0, 0
+        with progress_bar(len(loader), f"epoch {epoch}", self._draws) as bar:
+            for step, batch in enumerate(loader, 1):
+                if self.config.max_steps is not None and self.steps >= self.config.max_steps:
+                    break
+                batch = self._on_device(batch)
+                with self._autocast():
+                    logits = self.network(batch).float()
+                    loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+                    objective = loss + total_layer_loss(self.model)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(objective).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.steps += 1
+                total += loss.item() * len(logits)
+                count += len(logits)
+                bar.update()
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        return total / max(count, 1)
+
+    def _train_loader(self, train, epoch: int):
+        """This rank's batches of one epoch, reshuffled per epoch the same way on all ranks."""
+        if getattr(train, "shards_itself", False):
+            return train.loader(
+                self.config.batch_size,
+                shuffle=True,
+                epoch=epoch,
+                rank=self.rank,
+                world=self.world_size,
+                pin_memory=self._pins,
+            )
         sampler = None
         if self.world_size > 1:
             from torch.utils.data import DistributedSampler
@@ -479,27 +563,9 @@ class Trainer:
             )
             sampler.set_epoch(epoch)
         seed = self.config.seed * 1000 + epoch
-        loader = train.loader(
+        return train.loader(
             self.config.batch_size, shuffle=True, seed=seed, sampler=sampler, pin_memory=self._pins
         )
-        total, count = 0.0, 0
-        with progress_bar(len(loader), f"epoch {epoch}", self._draws) as bar:
-            for step, batch in enumerate(loader, 1):
-                batch = self._on_device(batch)
-                with self._autocast():
-                    logits = self.network(batch).float()
-                    loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
-                    objective = loss + total_layer_loss(self.model)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(objective).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                total += loss.item() * len(logits)
-                count += len(logits)
-                bar.update()
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-        return total / max(count, 1)
 
     def fit(
         self,
@@ -546,6 +612,8 @@ class Trainer:
                     save_model(self.model, self.out_dir, self.extra_config, epoch=epoch)
             if on_epoch is not None:
                 on_epoch(record)
+            if self.config.max_steps is not None and self.steps >= self.config.max_steps:
+                break
         if best_state is not None:
             self.model.load_state_dict(best_state)
         elif result.best_epoch:  # resumed, and the best epoch came before the resume
