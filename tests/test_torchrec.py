@@ -89,3 +89,77 @@ def test_unsupported_sharding_is_a_clear_error():
         shard(TorchRecCTRModel(config), "row_wise")
     with pytest.raises(ShardingError, match="no process group"):
         shard(TorchRecCTRModel(config), "table_wise")
+
+
+# ------------------------------------------------------------ schema models
+def _feature_model_config(tmp_path, encoder="dien"):
+    from sample_logs import SCHEMA, write_parquet
+
+    from monolith_layers.data.schema import Schema
+    from monolith_layers.data.stream import schema_datasets
+    from monolith_layers.models import ModelConfig
+    from monolith_layers.models.features import feature_spec
+
+    log = write_parquet(tmp_path / "log.parquet", 300)
+    train, *_, encoder_fitted = schema_datasets(Schema.from_dict(SCHEMA), log)
+    train.with_negative_history = True
+    batch = next(iter(train.loader(32, False)))
+    config = ModelConfig(
+        encoder=encoder, embed_dim=4, hidden_units=[8], features=feature_spec(encoder_fitted)
+    )
+    return batch, config
+
+
+@pytest.mark.parametrize("encoder", ["din", "dien"])
+def test_feature_model_in_an_embedding_collection_equals_the_plain_one(tmp_path, encoder):
+    from monolith_layers.models.features import FeatureCTRModel
+    from monolith_layers.models.sharded import TorchRecFeatureModel
+
+    batch, config = _feature_model_config(tmp_path, encoder)
+    torch.manual_seed(0)
+    plain = FeatureCTRModel(config)
+    collection = TorchRecFeatureModel(config)
+    state = plain.state_dict()
+    with torch.no_grad():
+        for key, value in collection.state_dict().items():
+            value.copy_(state[TorchRecFeatureModel.plain_key(key)])
+    # Training mode: DIEN's auxiliary loss reads the negatives through the collection too.
+    torch.testing.assert_close(collection(batch), plain(batch))
+    aux = [m._forward_losses for m in collection.modules() if getattr(m, "_forward_losses", None)]
+    want = [m._forward_losses for m in plain.modules() if getattr(m, "_forward_losses", None)]
+    assert len(aux) == len(want) == (1 if encoder == "dien" else 0)
+    for got, expected in zip(aux, want, strict=True):
+        torch.testing.assert_close(got[0], expected[0])
+
+
+@pytest.mark.parametrize("sharding_type", ["table_wise", "column_wise"])
+def test_cli_shards_a_schema_model_and_one_process_evaluates_it_the_same(
+    tmp_path, sharding_type, capsys
+):
+    import json
+    import subprocess
+    import sys
+
+    from distributed import free_port
+    from sample_logs import write_parquet, write_schema
+
+    from monolith_layers.cli import main
+
+    log = write_parquet(tmp_path / "log.parquet", 600)
+    schema = write_schema(tmp_path / "schema.json")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += ["--master_port", str(free_port()), "-m", "monolith_layers", "train"]
+    command += ["--schema", str(schema), "--data", str(log), "--model", "dien", "--embed-dim", "4"]
+    command += ["--epochs", "2", "--batch-size", "64", "--shard", sharding_type, "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stdout.count("data parallel over 2 processes") == 1
+    saved = json.loads((out / "metrics.json").read_text())["models"]["dien"]
+    assert main(["evaluate", str(out), "--no-progress"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    # The tables gathered into model.safetensors, run by one process: the same test scores.
+    assert single["auc"] == saved["test_auc"]
+    assert single["logloss"] == pytest.approx(saved["test_logloss"], rel=1e-6)

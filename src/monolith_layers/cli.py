@@ -450,7 +450,12 @@ def _train_sample_log(
         say(line)
     if config.uses_native_kernels:
         _build_native_step(say, train_config.device)
-    sharded = _sharded_model(config, args.shard, train_config.device, world) if args.shard else None
+    sharded = None
+    if args.shard:
+        if resume:
+            raise UsageError("--resume is not available with --shard: start the run again")
+        sharded = _sharded_model(model, args.shard, train_config, world)
+        model = sharded.module
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         encoder.save(out / FEATURES_FILE)
@@ -464,16 +469,25 @@ def _train_sample_log(
     return 0
 
 
-def _sharded_model(config, sharding_type: str, device: str, world: int):
-    """``--shard``: the model's tables in TorchRec, placed across the torchrun ranks."""
-    from .models.sharded import TorchRecFeatureModel, shard
+def _sharded_model(model, sharding_type: str, train_config, world: int):
+    """``--shard``: the model's tables in TorchRec, placed across the torchrun
+    ranks, starting from ``model``'s weights (the unsharded model's, same seed).
+    Table-wise and column-wise tables train with TorchRec's fused Adagrad at --lr."""
+    from .models.sharded import TorchRecFeatureModel, fused_adagrad, load_whole_state, shard
     from .train import resolve_device
 
     if world < 2:
         raise UsageError(
             f"--shard {sharding_type} places tables across processes: launch with torchrun"
         )
-    return shard(TorchRecFeatureModel(config, device="meta"), sharding_type, resolve_device(device))
+    sharded = shard(
+        TorchRecFeatureModel(model.config, device="meta"),
+        sharding_type,
+        resolve_device(train_config.device),
+        fused_params=fused_adagrad(train_config.lr),
+    )
+    load_whole_state(sharded, model.state_dict())
+    return sharded
 
 
 def cmd_evaluate(args) -> int:

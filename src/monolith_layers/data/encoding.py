@@ -255,7 +255,7 @@ class FeatureEncoder:
         bad = np.flatnonzero((values != 0) & (values != 1))
         if len(bad):
             raise DataError(
-                f"{where}: label column {self.schema.label!r} holds {values[bad[0]]!r}; labels are "
+                f"{where}: label column {self.schema.label!r} holds {float(values[bad[0]]):g}; labels are "
                 "0 / 1 (set click_threshold in the schema for ratings)"
             )
         return values.astype(np.float32)

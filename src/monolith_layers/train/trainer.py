@@ -283,16 +283,19 @@ def save_model(
     extra: dict[str, Any] | None = None,
     file: str = WEIGHTS_FILE,
     epoch: int | None = None,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """``directory/model.safetensors`` + ``directory/config.json``; returns the weights path.
 
-    ``epoch`` (the epoch the weights come from) is recorded in the file's metadata.
+    ``epoch`` (the epoch the weights come from) is recorded in the file's metadata;
+    ``state``: the weights to write (default: ``model.state_dict()``).
     """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model.state_dict() if state is None else state
+    weights = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     config = {"model": model.config.to_dict(), **(extra or {})}
     metadata = {"format": "monolith-layers"}
     if epoch is not None:
@@ -410,9 +413,18 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         opt = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(
-            self.network.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+            self._trained_parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
         self.scaler = _grad_scaler(self.device, enabled=self.config.precision == "fp16")
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The optimiser's parameters: a sharded model's fused tables train inside
+        TorchRec's backward pass instead."""
+        if self.sharded is not None:
+            from ..models.sharded import dense_parameters
+
+            return dense_parameters(self.sharded)
+        return list(self.model.parameters())
 
     def _autocast(self):
         """The forward pass's precision (a no-op context for fp32)."""
@@ -601,26 +613,56 @@ class Trainer:
             improved = metrics["auc"] > result.best_auc
             if improved:
                 result.best_auc, result.best_epoch, bad_epochs = metrics["auc"], epoch, 0
-                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                best_state = self._snapshot()
             else:
                 bad_epochs += 1
+            # A sharded model's tables are gathered by every rank, written by rank 0.
+            weights = self._whole_state() if improved and self._resume_dir is not None else None
             if self.out_dir is not None:
                 # The state first: it is the commit point. A process killed before
                 # the best weights are written is repaired from it on resume.
-                self._save_state(result)
+                if self.sharded is None:
+                    self._save_state(result)
                 if improved:
-                    save_model(self.model, self.out_dir, self.extra_config, epoch=epoch)
+                    save_model(
+                        self.model, self.out_dir, self.extra_config, epoch=epoch, state=weights
+                    )
             if on_epoch is not None:
                 on_epoch(record)
             if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                 break
         if best_state is not None:
-            self.model.load_state_dict(best_state)
+            self._restore(best_state)
         elif result.best_epoch:  # resumed, and the best epoch came before the resume
             from safetensors.torch import load_file
 
             self.model.load_state_dict(load_file(str(self._resume_dir / WEIGHTS_FILE)))
         return result
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of the weights now (this rank's shards, for a sharded model)."""
+        if self.sharded is not None:
+            from ..models.sharded import local_state
+
+            return local_state(self.sharded)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        if self.sharded is not None:
+            from ..models.sharded import load_local_state
+
+            load_local_state(self.sharded, snapshot)
+        else:
+            self.model.load_state_dict(snapshot)
+
+    def _whole_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights to save, under the plain model's names: a sharded model's
+        tables gathered on rank 0 (collective; None on the other ranks)."""
+        if self.sharded is not None:
+            from ..models.sharded import gathered_state
+
+            return gathered_state(self.sharded)
+        return self.model.state_dict()
 
     def _save_state(self, result: FitResult) -> None:
         state = {
