@@ -32,6 +32,7 @@ README = ROOT / "README.md"
 # A small batch: 20+ steps per rank and epoch, so per-step display code (the loss
 # shown every 20 steps) runs on every rank.
 TINY_TRAIN = ["--max-len", "6", "--embed-dim", "4", "--batch-size", "16"]
+TINY_ROWS = 3000
 MY_CONFIG = {
     "model": {"encoder": "dmr", "embed_dim": 4},
     "data": {"max_len": 6},
@@ -64,9 +65,13 @@ def _extras() -> set[str]:
 
 
 def _with_tiny_data(args: list[str], data: Path) -> list[str]:
-    """`--data X` -> the small folder; demo and train get it when they name none."""
+    """`--data X` -> the small folder; demo and train get it when they name none.
+    A sample log (`train --schema`) keeps its --data: an earlier command of the
+    block wrote it."""
     args = list(args)
-    if "--data" in args:
+    if "--schema" in args:
+        pass
+    elif "--data" in args:
         args[args.index("--data") + 1] = str(data)
     elif args and args[0] in ("demo", "train") and "--config" not in args:
         args += ["--data", str(data)]
@@ -111,7 +116,10 @@ def runnable(words: list[str], data: Path) -> list[str] | None:
     if head == "python" and words[1:3] == ["-m", "monolith_layers"]:
         return [sys.executable, *words[1:3], *_with_tiny_data(words[3:], data)]
     if head == "python" and words[1].endswith(".py"):
-        return [sys.executable, str(ROOT / words[1]), *words[2:]]
+        args = list(words[2:])
+        if "--rows" in args:  # a generated sample log: small enough for seconds of training
+            args[args.index("--rows") + 1] = str(TINY_ROWS)
+        return [sys.executable, str(ROOT / words[1]), *args]
     raise AssertionError(f"the README runs a command this test does not know: {words}")
 
 

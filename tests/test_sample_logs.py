@@ -43,7 +43,13 @@ def _all_rows(stream, batch_size=32, shuffle=False, epoch=0, rank=0, world=1):
 @pytest.mark.parametrize(
     "features, says",
     [
-        ([{"name": "a", "kind": "sequence"}], "shares"),
+        (
+            [
+                {"name": "a", "kind": "sparse"},
+                {"name": "s", "kind": "sequence", "shares": "a", "hash_buckets": 3},
+            ],
+            "belong to the table of 'a'",
+        ),
         (
             [{"name": "a", "kind": "dense"}, {"name": "s", "kind": "sequence", "shares": "a"}],
             "not a sparse",
@@ -425,3 +431,52 @@ def test_cli_separate_valid_and_test_files(tmp_path, capsys):
         == 2
     )
     assert "give both --valid and --test" in capsys.readouterr().err
+
+
+# -------------------------------------------------- the loaders as sample logs
+def _recbole_with_sides(tmp_path):
+    from test_cli import _recbole_dir
+
+    folder = _recbole_dir(tmp_path, users=40)
+    users = ["user_id:token\tage:token\tincome:float\thobbies:token_seq"]
+    users += [
+        f"u{u}\t{20 + u % 4}\t{'' if u % 7 == 0 else 1000 + u}\th{u % 3} h{u % 5}"
+        for u in range(40)
+    ]
+    (folder / "toy.user").write_text("\n".join(users) + "\n")
+    return folder
+
+
+def test_samples_writes_splits_with_side_features_and_the_same_histories(tmp_path, capsys):
+    from monolith_layers.data import DataConfig, build_datasets, load_dataset
+
+    folder = _recbole_with_sides(tmp_path)
+    out = tmp_path / "samples"
+    assert main(["samples", "--data", str(folder), "--out", str(out), "--max-len", "5"]) == 0
+    assert "train on it: monolith-layers train --schema" in capsys.readouterr().out
+    schema = Schema.load(out / "schema.json")
+    kinds = {f.name: (f.kind, f.shares) for f in schema.features}
+    assert kinds["age"] == ("sparse", None) and kinds["income"] == ("dense", None)
+    assert kinds["hobbies"] == ("sequence", None) and kinds["class"] == ("sequence", None)
+    assert [f.name for f in schema.history] == ["hist_item_id", "hist_category"]
+    bare = Schema.load(out / "schema_no_side.json")
+    assert {f.name for f in bare.features} == {
+        "user_id",
+        "item_id",
+        "category",
+        "hist_item_id",
+        "hist_category",
+    }
+    log = load_dataset(folder)
+    splits = build_datasets(log, DataConfig(max_len=5))
+    train = pq.read_table(out / "train.parquet").to_pydict()
+    assert len(train["label"]) == len(splits[0])
+    batch = splits[0].__getitems__(np.arange(len(splits[0])))
+    items = np.array([None, *log.item_names], dtype=object)
+    for row in (0, 7, len(splits[0]) - 1):
+        want = items[batch["history"][row][batch["mask"][row]].numpy()].tolist()
+        assert train["hist_item_id"][row] == want
+    income = dict(zip(train["user_id"], train["income"], strict=True))
+    assert income["u0"] is None and income["u1"] == 1001.0  # a missing float stays missing
+    assert main(["samples", "--data", str(folder), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

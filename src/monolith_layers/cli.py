@@ -583,6 +583,44 @@ def _log_split(args, saved, model, data_config):
     return spec, splits[args.split]
 
 
+def _recbole_location(spec: str) -> tuple[Path | None, str | None]:
+    """Where a RecBole log's .user / .item side files are: (folder, name), or (None, None)."""
+    from .data import ml100k_dir
+
+    if spec == "ml-100k":
+        return ml100k_dir(), "ml-100k"
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".inter":
+        return path.parent, path.stem
+    inter = sorted(path.glob("*.inter")) if path.is_dir() else []
+    return (path, inter[0].stem) if len(inter) == 1 else (None, None)
+
+
+def cmd_samples(args) -> int:
+    """Write an interaction log as a sample log (Parquet splits + schema.json)."""
+    from .data.sample_log import write_sample_log
+    from .train.outputs import OutputError, check_folder
+
+    out = Path(args.out)
+    check_folder(out)
+    written = [out / n for n in ("train.parquet", "valid.parquet", "test.parquet", "schema.json")]
+    if any(p.exists() for p in written) and not args.overwrite:
+        raise OutputError(f"--out {out}: holds a sample log; add --overwrite to replace it")
+    data_config = _data_config({"max_len": args.max_len, "seed": args.seed})
+    log, _ = _load_log(args.data, data_config, None, args.seed)
+    folder, name = _recbole_location(args.data) if args.data != "synthetic" else (None, None)
+    schema = write_sample_log(log, out, data_config, folder, name)
+    features = json.loads(schema.read_text())["features"]
+    print(log.summary())
+    print(f"wrote {out}/train.parquet, valid.parquet, test.parquet and {schema.name}:")
+    print("  " + ", ".join(f"{f['name']} ({f['kind']})" for f in features))
+    print(
+        f"train on it: monolith-layers train --schema {schema} --data {out}/train.parquet "
+        f"--valid {out}/valid.parquet --test {out}/test.parquet --out runs/samples"
+    )
+    return 0
+
+
 def cmd_build_kernels(args) -> int:
     from ._ops import build
 
@@ -662,7 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{demo,train,evaluate,export,build-kernels}"
+        dest="command",
+        required=True,
+        metavar="{demo,train,evaluate,export,samples,build-kernels}",
     )
 
     demo = commands.add_parser(
@@ -803,6 +843,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overwrite(export, "replace an existing --out file")
     export.set_defaults(run=cmd_export)
+
+    samples = commands.add_parser(
+        "samples",
+        help="write a dataset as a sample log: Parquet splits and a feature schema",
+        description="Write an interaction log (any --data the other commands read) as a sample "
+        "log: train / valid / test Parquet files with one row per sample (targets, history lists, "
+        "label) and RecBole's .user / .item side columns (token -> sparse, float -> dense, "
+        "token_seq -> sequence), plus schema.json and schema_no_side.json for train --schema.",
+    )
+    _add_data(samples, default="ml-100k")
+    samples.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    samples.add_argument(
+        "--max-len", type=int, default=50, help="history length cap T (default: 50)"
+    )
+    samples.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_overwrite(samples, "replace a sample log in --out")
+    samples.set_defaults(run=cmd_samples)
 
     build = commands.add_parser(
         "build-kernels",

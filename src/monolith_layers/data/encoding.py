@@ -25,14 +25,9 @@ import numpy as np
 
 from .columnar import SampleFiles, _arrow
 from .interactions import DataError
-from .schema import FIRST_ID, PADDING_ID, UNKNOWN_ID, Feature, Schema
+from .schema import FIRST_ID, PADDING_ID, UNKNOWN_ID, Schema
 
 MERGE_EVERY = 16  # partial value counts kept before they are merged
-
-
-def _table_of(feature: Feature) -> str:
-    """The sparse feature whose table a feature reads."""
-    return feature.shares if feature.kind == "sequence" else feature.name
 
 
 class _Counts:
@@ -145,8 +140,8 @@ class FeatureEncoder:
         training rows of a record batch that starts ``offset`` rows into its
         piece (a bool mask; default: every row)."""
         pa = _arrow()
-        vocab_tables = [f.name for f in schema.sparse if f.hash_buckets is None]
-        readers = [f for f in schema.features if f.kind != "dense" and _table_of(f) in vocab_tables]
+        vocab_tables = [f.name for f in schema.tables if f.hash_buckets is None]
+        readers = [f for f in schema.features if f.kind != "dense" and f.table in vocab_tables]
         counts = {name: _Counts() for name in vocab_tables}
         moments = {f.name: _Moments() for f in schema.dense}
         columns = sorted({f.name for f in readers} | set(moments) | _filter_columns(schema, files))
@@ -161,8 +156,8 @@ class FeatureEncoder:
                     column = batch.column(feature.name)
                     if feature.kind == "sequence":
                         column = pa.compute.list_flatten(_sequence_lists(column))
-                    counts[feature.name if feature.kind == "sparse" else feature.shares].add(
-                        _ids(column, _table_of(feature), f"{where}, column {feature.name!r}")
+                    counts[feature.table].add(
+                        _ids(column, feature.table, f"{where}, column {feature.name!r}")
                     )
                 for name, moment in moments.items():
                     moment.add(_dense_values(batch.column(name), where, name))
@@ -180,9 +175,9 @@ class FeatureEncoder:
 
     # ----------------------------------------------------------- encoding
     def table_sizes(self) -> dict[str, int]:
-        """Rows of each sparse feature's embedding table (padding and unknown included)."""
+        """Rows of each table (sparse features, unshared sequences), padding and unknown included."""
         sizes = {}
-        for f in self.schema.sparse:
+        for f in self.schema.tables:
             values = f.hash_buckets if f.hash_buckets else len(self.vocabularies[f.name])
             sizes[f.name] = FIRST_ID + values
         return sizes
@@ -233,7 +228,7 @@ class FeatureEncoder:
             else:
                 lists = _sequence_lists(column)
                 lengths = pa.compute.list_value_length(lists).fill_null(0).to_numpy()
-                flat = self._lookup(pa.compute.list_flatten(lists), feature.shares, at)
+                flat = self._lookup(pa.compute.list_flatten(lists), feature.table, at)
                 out[feature.name] = _pad(
                     flat, lengths.astype(np.int64), self.schema.sequence_len(feature)
                 )
@@ -358,5 +353,12 @@ def describe(encoder: FeatureEncoder) -> Iterable[str]:
         elif f.kind == "dense":
             mean, std = encoder.dense_stats[f.name]
             yield f"  {f.name}: dense, mean {mean:.4g}, std {std:.4g}"
-        else:
+        elif f.shares:
             yield f"  {f.name}: sequence of {f.shares}, T = {encoder.schema.sequence_len(f)}"
+        else:
+            how = (
+                f"hashed into {f.hash_buckets}"
+                if f.hash_buckets
+                else f"{sizes[f.name] - FIRST_ID} values"
+            )
+            yield f"  {f.name}: sequence, {how}, T = {encoder.schema.sequence_len(f)}"

@@ -30,7 +30,8 @@ class Interactions:
         item_category: (num_items + 1,) category of every item id (index 0 unused).
         implicit: every event is a click (reviews, purchases): training
             samples then pair each next item with sampled negatives.
-        item_names: optional original item ids, ``item_names[i]`` for item ``i``.
+        item_names: optional original item ids, ``item_names[i - 1]`` for item ``i``.
+        category_names: the same for categories; ``user_names[u]`` for user ``u``.
     """
 
     name: str
@@ -42,6 +43,7 @@ class Interactions:
     implicit: bool = False
     item_names: list[str] = field(default_factory=list)
     category_names: list[str] = field(default_factory=list)
+    user_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.user)
@@ -101,7 +103,7 @@ def from_columns(
     """
     if len(user) == 0:
         raise DataError(f"{name}: no interactions left (after filtering)")
-    users, _ = dense_ids(np.asarray(user), 0)
+    users, user_originals = dense_ids(np.asarray(user), 0)
     items, item_originals = dense_ids(np.asarray(item), 1)
     category_of_item = np.zeros(len(item_originals) + 1, dtype=np.int64)
     category_names: list[str] = []
@@ -121,4 +123,5 @@ def from_columns(
         implicit=implicit,
         item_names=[str(x) for x in item_originals.tolist()],
         category_names=category_names,
+        user_names=[str(x) for x in user_originals.tolist()],
     )

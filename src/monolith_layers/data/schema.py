@@ -23,7 +23,8 @@ Kinds:
   and sets the feature's missing flag, which the model also sees.
 * ``sequence``: a list of ids per row (a Parquet list column, or
   space-separated tokens in a CSV cell), read through the embedding table of
-  the sparse feature it ``shares``. The most recent ``max_len`` entries are
+  the sparse feature it ``shares`` (or, without ``shares``, a table of its
+  own). The most recent ``max_len`` entries are
   kept (lists are oldest first). Sequences that share a ``role: "target"``
   feature form the behaviour history (their lengths must agree row by
   row); the target features are the query of DIN / DIEN / DMR. Any other
@@ -65,11 +66,13 @@ class Feature(JsonConfig):
         kind: ``'sparse'``, ``'dense'`` or ``'sequence'``.
         role: ``'target'`` for the candidate's features (sparse only): the
             query of the behaviour encoder.
-        hash_buckets: sparse only: hash raw values into this many ids instead
-            of building a vocabulary.
-        embed_dim: sparse only: this table's width (default: the model's E).
-        min_count: sparse only: vocabulary values must be seen this often.
-        shares: sequence only: the sparse feature whose table it reads.
+        hash_buckets: a table's owner (below): hash raw values into this many
+            ids instead of building a vocabulary.
+        embed_dim: a table's owner: its width (default: the model's E).
+        min_count: a table's owner: vocabulary values must be seen this often.
+        shares: sequence only: the sparse feature whose table it reads. A
+            sequence without ``shares`` owns a table of its own (a bag of
+            tokens such as genres) and may set the three above.
         max_len: sequence only: the most recent entries kept (default: the
             schema's ``max_len``).
     """
@@ -83,6 +86,18 @@ class Feature(JsonConfig):
     shares: str | None = None
     max_len: int | None = None
 
+    @property
+    def owns_table(self) -> bool:
+        """A sparse feature, or a sequence that shares no other feature's table."""
+        return self.kind == "sparse" or (self.kind == "sequence" and not self.shares)
+
+    @property
+    def table(self) -> str | None:
+        """The embedding table it reads (None for a dense feature)."""
+        if self.kind == "dense":
+            return None
+        return self.shares or self.name
+
     def __post_init__(self) -> None:
         owner = f"feature {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
@@ -94,21 +109,17 @@ class Feature(JsonConfig):
         for name in ("hash_buckets", "embed_dim", "max_len"):
             _positive_int(owner, name, getattr(self, name))
         _positive_int(owner, "min_count", self.min_count, allow_none=False)
-        sparse_only = {"role": self.role, "hash_buckets": self.hash_buckets}
-        sparse_only["embed_dim"] = self.embed_dim
-        if self.kind != "sparse":
-            given = [k for k, v in sparse_only.items() if v is not None]
-            if self.min_count != 1:
-                given.append("min_count")
-            if given:
-                raise ConfigError(f"{owner}: {given} apply to sparse features, not {self.kind}")
-        if self.kind == "sequence":
-            if not self.shares:
-                raise ConfigError(
-                    f"{owner}: a sequence must name the sparse feature whose table it shares "
-                    "('shares')"
-                )
-        elif self.shares is not None or self.max_len is not None:
+        if self.role is not None and self.kind != "sparse":
+            raise ConfigError(f"{owner}: role applies to sparse features, not {self.kind}")
+        table_settings = [
+            k for k in ("hash_buckets", "embed_dim") if getattr(self, k) is not None
+        ] + (["min_count"] if self.min_count != 1 else [])
+        if table_settings and not self.owns_table:
+            where = f"the table of {self.shares!r}" if self.shares else "tables"
+            raise ConfigError(
+                f"{owner}: {table_settings} belong to {where}, not to a {self.kind} feature that reads it"
+            )
+        if self.kind != "sequence" and (self.shares is not None or self.max_len is not None):
             raise ConfigError(f"{owner}: 'shares' and 'max_len' apply to sequences only")
         if self.hash_buckets is not None and self.min_count != 1:
             raise ConfigError(f"{owner}: min_count needs a vocabulary; it has hash_buckets")
@@ -150,6 +161,8 @@ class Schema(JsonConfig):
                 )
         by_name = {f.name: f for f in self.features}
         for f in self.sequences:
+            if not f.shares:
+                continue
             owner = by_name.get(f.shares)
             if owner is None or owner.kind != "sparse":
                 raise ConfigError(
@@ -175,6 +188,11 @@ class Schema(JsonConfig):
     @property
     def sequences(self) -> list[Feature]:
         return [f for f in self.features if f.kind == "sequence"]
+
+    @property
+    def tables(self) -> list[Feature]:
+        """The features that own an embedding table (sparse, and unshared sequences)."""
+        return [f for f in self.features if f.owns_table]
 
     @property
     def targets(self) -> list[Feature]:

@@ -73,7 +73,7 @@ class FeatureCTRModel(nn.Module):
             )
         sizes = config.features["tables"]
         self.tables = nn.ModuleDict()
-        for f in schema.sparse:
+        for f in schema.tables:
             table = nn.Embedding(int(sizes[f.name]), f.embed_dim or e, padding_idx=PADDING_ID)
             nn.init.normal_(table.weight, std=0.05)
             with torch.no_grad():
@@ -83,7 +83,7 @@ class FeatureCTRModel(nn.Module):
         self.to_field = nn.ModuleDict(
             {
                 f.name: nn.Linear(f.embed_dim, e, bias=False)
-                for f in schema.sparse
+                for f in schema.tables
                 if f.embed_dim and f.embed_dim != e
             }
         )
@@ -125,8 +125,7 @@ class FeatureCTRModel(nn.Module):
         out = {}
         for f in self.schema.features:
             if f.kind != "dense":
-                table = f.name if f.kind == "sparse" else f.shares
-                out[f.name] = self.tables[table](batch[f.name])
+                out[f.name] = self.tables[f.table](batch[f.name])
         if self._wants_negatives(batch):
             negatives = batch["negative_history"]
             out["negatives"] = torch.cat(
@@ -153,7 +152,7 @@ class FeatureCTRModel(nn.Module):
         fields = [self._field(f.name, embedded[f.name]) for f in schema.sparse]
         for f in schema.side_sequences:
             real = batch[f.name] != PADDING_ID
-            fields.append(self._field(f.shares, _masked_mean(embedded[f.name], real)))
+            fields.append(self._field(f.table, _masked_mean(embedded[f.name], real)))
         if schema.history:
             keys = torch.cat([embedded[f.name] for f in schema.history], dim=-1)
             query = torch.cat([embedded[f.shares] for f in schema.history], dim=-1)

@@ -159,7 +159,7 @@ class TorchRecFeatureModel(FeatureCTRModel):
         super().__init__(config)
         widths = {
             f.name: f.embed_dim
-            for f in self.schema.sparse
+            for f in self.schema.tables
             if f.embed_dim not in (None, config.embed_dim)
         }
         if widths:
@@ -167,9 +167,10 @@ class TorchRecFeatureModel(FeatureCTRModel):
                 f"TorchRec's EmbeddingCollection needs one width for every table; features {widths} "
                 f"set their own embed_dim (the model's is {config.embed_dim})"
             )
-        readers: dict[str, list[str]] = {f.name: [f.name] for f in self.schema.sparse}
-        for f in self.schema.sequences:
-            readers[f.shares].append(f.name)
+        readers: dict[str, list[str]] = {f.name: [] for f in self.schema.tables}
+        for f in self.schema.features:
+            if f.table is not None:
+                readers[f.table].append(f.name)
         for f in self.schema.history:
             readers[f.shares].append(f.name + NEGATIVE)
         self.feature_order = [name for names in readers.values() for name in names]
