@@ -2,5 +2,15 @@
 
 from ..config import ConfigError
 from .ctr import ENCODERS, TRANSFORMS, CTRModel, ModelConfig
+from .features import FeatureCTRModel, build_model, feature_spec
 
-__all__ = ["ENCODERS", "TRANSFORMS", "CTRModel", "ConfigError", "ModelConfig"]
+__all__ = [
+    "ENCODERS",
+    "TRANSFORMS",
+    "CTRModel",
+    "ConfigError",
+    "FeatureCTRModel",
+    "ModelConfig",
+    "build_model",
+    "feature_spec",
+]

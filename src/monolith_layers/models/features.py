@@ -3,13 +3,14 @@
 ::
 
     every sparse feature -> its table (E, or its own embed_dim)    -> a field (B, E)
-    every dense feature  -> standardised z, missing flag m          -> z * w + m * v (B, E)
-    every side sequence  -> its shared table, mean over real steps  -> a field (B, E)
+    every side sequence  -> its table, mean over real steps         -> a field (B, E)
     history sequences    -> keys (B, T, W), W = their tables' widths side by side
     target features      -> the query (B, W), in the history's order
     interest = encoder(query, keys, mask)          mean | din | dien | dmr -> (B, W)
                                                    -> one field per history sequence
-    fields (B, F, E) -> transform (none | senet | autoint | irazor) -> MLP head -> logit (B,)
+    every dense feature  -> standardised z, missing flag m          -> z * w + m * v (B, E)
+    fields (B, F, E), in that order -> transform (none | senet | autoint | irazor)
+                                    -> MLP head -> logit (B,)
 
 The model standardises dense inputs itself (training mean and standard
 deviation as buffers) and reads NaN as missing, so a served model takes the

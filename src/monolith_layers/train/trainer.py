@@ -673,6 +673,7 @@ class Trainer:
             "best_epoch": result.best_epoch,
             "best_auc": result.best_auc,
             "train_seconds": result.train_seconds,
+            "steps": self.steps,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
             "model_config": self.model.config.to_dict(),
@@ -701,6 +702,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
+        self.steps = state.get("steps", 0)
         result = FitResult(
             history=[EpochRecord(**r) for r in state["history"]],
             best_epoch=state["best_epoch"],
