@@ -13,7 +13,12 @@ from distributed import spawn, tiny_model_config  # noqa: E402
 
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate  # noqa: E402
 from monolith_layers.models import CTRModel  # noqa: E402
-from monolith_layers.models.sharded import ShardingError, TorchRecCTRModel, shard  # noqa: E402
+from monolith_layers.models.sharded import (  # noqa: E402
+    ShardingError,
+    TorchRecCTRModel,
+    load_whole_state,
+    shard,
+)
 
 
 def _setup(encoder="dien"):
@@ -21,22 +26,6 @@ def _setup(encoder="dien"):
     train = build_datasets(log, DataConfig(max_len=6))[0]
     train.with_negative_history = True
     return train.__getitems__(np.arange(16)), tiny_model_config(log, encoder)
-
-
-def _copy_into(target_state: dict, source_state: dict) -> None:
-    """Copy a full state into a (possibly sharded) one, shard by shard."""
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-
-    with torch.no_grad():
-        for key, value in target_state.items():
-            full = source_state[key]
-            if isinstance(value, ShardedTensor):
-                for local in value.local_shards():
-                    rows, cols = local.metadata.shard_offsets
-                    height, width = local.metadata.shard_sizes
-                    local.tensor.copy_(full[rows : rows + height, cols : cols + width])
-            else:
-                value.copy_(full)
 
 
 def test_embedding_collection_model_equals_the_plain_model():
@@ -61,7 +50,8 @@ def _worker(rank, world, sharding_type, folder):
     torch.manual_seed(0)
     reference = TorchRecCTRModel(config)
     sharded = shard(TorchRecCTRModel(config, device="meta"), sharding_type)
-    _copy_into(sharded.state_dict(), reference.state_dict())
+    # Both models have TorchRec's table names: no renaming on the way in.
+    load_whole_state(sharded, reference.state_dict(), plain_names=False)
     local = {k: v.chunk(world)[rank] for k, v in batch.items()}
     out = sharded(local)  # training mode: DIEN's auxiliary loss uses the negatives
     want = reference(local)

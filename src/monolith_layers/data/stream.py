@@ -142,17 +142,30 @@ def count_rows(
     files: SampleFiles, rule: SplitRule, encoder_labels
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, positives)``, each (pieces, 3): how many rows (clicks) of each split
-    every piece holds. Reads the label and the split rule's column only; checks
-    every label on the way."""
+    every piece holds. Reads the label, the split rule's column and the history
+    lists only, and checks every row's label and history alignment on the way,
+    so that bad data stops a run before anything is written."""
+    from .encoding import _check_aligned, _sequence_lists
+
+    schema = files.schema
     rows = np.zeros((len(files.pieces), 3), np.int64)
     positives = np.zeros((len(files.pieces), 3), np.int64)
-    columns = sorted({files.schema.label, *rule.columns()})
+    history = [f.name for f in schema.history] if len(schema.history) > 1 else []
+    columns = sorted({schema.label, *rule.columns(), *history})
+    pc = _arrow().compute
     for index, piece in enumerate(files.pieces):
         where = files.where(piece)
         offset = 0
         for batch in files.read(piece, columns):
             part = rule.assign(piece, batch, offset, where)
             labels = encoder_labels(batch, where)
+            lengths = {
+                name: pc.list_value_length(_sequence_lists(batch.column(name)))
+                .fill_null(0)
+                .to_numpy()
+                for name in history
+            }
+            _check_aligned(schema, lengths, where)
             rows[index] += np.bincount(part, minlength=3)
             positives[index] += np.bincount(part, weights=labels, minlength=3).astype(np.int64)
             offset += batch.num_rows

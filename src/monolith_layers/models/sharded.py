@@ -23,6 +23,9 @@ offers data-parallel, table-wise and column-wise sharding; row-wise needs GPUs.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from typing import Any
 
 import torch
@@ -293,14 +296,17 @@ def dense_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for _, p in in_backward_optimizer_filter(module.named_parameters())]
 
 
-def load_whole_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy a :class:`FeatureCTRModel` state (whole tables) into a sharded model:
-    each rank takes the rows and columns of its shards."""
+def load_whole_state(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], plain_names: bool = True
+) -> None:
+    """Copy a whole state into a sharded model: each rank takes the rows and
+    columns of its shards. ``plain_names``: ``state`` has
+    :class:`FeatureCTRModel`'s names (``tables.*``), else TorchRec's."""
     from torch.distributed._shard.sharded_tensor import ShardedTensor
 
     with torch.no_grad():
         for key, value in module.state_dict().items():
-            whole = state[TorchRecFeatureModel.plain_key(key)]
+            whole = state[TorchRecFeatureModel.plain_key(key) if plain_names else key]
             if isinstance(value, ShardedTensor):
                 for local in value.local_shards():
                     rows, cols = local.metadata.shard_offsets
@@ -320,8 +326,10 @@ def gathered_state(module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     out = {}
     for key, value in module.state_dict().items():
         if isinstance(value, ShardedTensor):
-            full = torch.empty(value.size(), dtype=value.dtype) if rank == 0 else None
-            value.gather(dst=0, out=full)
+            with warnings.catch_warnings():  # ShardedTensor's deprecation, TorchRec's type
+                warnings.simplefilter("ignore", FutureWarning)
+                full = torch.empty(value.size(), dtype=value.dtype) if rank == 0 else None
+                value.gather(dst=0, out=full)
             value = full
         if rank == 0:
             out[TorchRecFeatureModel.plain_key(key)] = value.detach().cpu().clone()
@@ -365,10 +373,34 @@ def shard(
     group = process_group or dist.GroupMember.WORLD
     tables = [config.name for config in model.embeddings.embedding_configs()]
     constraints = {name: ParameterConstraints(sharding_types=[sharding_type]) for name in tables}
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=dist.get_world_size(group), compute_device=device.type),
-        constraints=constraints,
-    )
     sharders = [EmbeddingCollectionSharder(fused_params=fused_params)]
-    plan = planner.collective_plan(model, sharders, group)
-    return DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
+    with _quiet_torchrec():
+        planner = EmbeddingShardingPlanner(
+            topology=Topology(world_size=dist.get_world_size(group), compute_device=device.type),
+            constraints=constraints,
+        )
+        plan = planner.collective_plan(model, sharders, group)
+        return DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
+
+
+@contextlib.contextmanager
+def _quiet_torchrec():
+    """TorchRec 1.8's planner and DMP warn about their own defaults (a Topology built
+    directly, a storage heuristic, DDP's broadcast_buffers) on every rank; none is
+    about the user's model, so they are kept off the user's screen."""
+    names = ["torchrec.distributed.planner"] + [
+        name
+        for name in logging.root.manager.loggerDict
+        if name.startswith("torchrec.distributed.planner.")
+    ]
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)

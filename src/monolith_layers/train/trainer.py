@@ -470,28 +470,36 @@ class Trainer:
         return self._predict_local(dataset)
 
     def _predict_local(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        loader = dataset.loader(self.config.eval_batch_size, shuffle=False, pin_memory=self._pins)
+        labels, scores, _ = self._score(loader)
+        return labels, scores
+
+    def _score(self, loader) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(labels, click probabilities, row numbers or None)`` of a loader's batches."""
         was_training = self.model.training
         self.model.eval()
-        labels, scores = [], []
-        loader = dataset.loader(self.config.eval_batch_size, shuffle=False, pin_memory=self._pins)
+        labels, scores, rows = [], [], []
         with progress_bar(len(loader), "eval", self._draws) as bar:
             for batch in loader:
                 labels.append(batch["label"].numpy())
+                if "row" in batch:
+                    rows.append(batch["row"].numpy())
                 with self._autocast():
-                    logits = self.model(self._on_device(batch)).float()
+                    logits = self.network_for_eval(self._on_device(batch)).float()
                 scores.append(torch.sigmoid(logits).cpu().numpy())
                 bar.update()
         self.model.train(was_training)
-        return np.concatenate(labels), np.concatenate(scores)
+        return (
+            np.concatenate(labels),
+            np.concatenate(scores),
+            np.concatenate(rows) if rows else None,
+        )
 
     @torch.no_grad()
     def _predict_stream(self, stream) -> tuple[np.ndarray, np.ndarray]:
         """A streamed split: each rank scores its shard (the same number of batches
         on every rank, as a sharded model's collectives need); the scores are
         gathered and put in the split's row order."""
-        was_training = self.model.training
-        self.model.eval()
-        rows, labels, scores = [], [], []
         loader = stream.loader(
             self.config.eval_batch_size,
             shuffle=False,
@@ -499,16 +507,8 @@ class Trainer:
             world=self.world_size,
             pin_memory=self._pins,
         )
-        with progress_bar(len(loader), "eval", self._draws) as bar:
-            for batch in loader:
-                rows.append(batch["row"].numpy())
-                labels.append(batch["label"].numpy())
-                with self._autocast():
-                    logits = self.network_for_eval(self._on_device(batch)).float()
-                scores.append(torch.sigmoid(logits).cpu().numpy())
-                bar.update()
-        self.model.train(was_training)
-        local = [np.concatenate(part) for part in (rows, labels, scores)]
+        labels, scores, rows = self._score(loader)
+        local = [rows, labels, scores]
         if self.world_size > 1:
             import torch.distributed as dist
 
