@@ -6,7 +6,8 @@ distribution, our leave-last-out split (rating >= 4 is a click; the
 second-to-last click of each user is the validation set, the last the test
 set), user / item / category fields with embeddings of ``--embed-dim``
 each, histories of the last ``--max-len`` clicks (item and category ids,
-left-aligned, zero padded), Adam (lr 1e-3) at batch 256, and, for DIEN, one
+left-aligned, zero padded), Adam at batch 256 (lr 1e-3 for the peers, their
+default; ours at its own default, ``TrainConfig().lr``), and, for DIEN, one
 sampled negative per history position for the auxiliary loss (the same
 negatives for every library). Each library runs as its users run it: its
 own model class with its defaults (hidden sizes, attention activations,
@@ -166,10 +167,10 @@ def run_ours(model_name, log, splits, data, args, seed):
         num_categories=log.num_categories,
     )
     model = CTRModel(config)
+    # Ours trains with its own defaults (lr and batch size from TrainConfig), as
+    # the peers do with theirs.
     train_config = TrainConfig(
         epochs=args.max_epochs,
-        batch_size=BATCH,
-        lr=LR,
         patience=args.patience,
         seed=seed,
         progress=False,

@@ -778,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, help="at most this many epochs (early stopping on validation AUC)"
     )
     train.add_argument("--batch-size", type=int, help="training batch size (default: 256)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 2e-3)")
     train.add_argument("--embed-dim", type=int, help="embedding width E (default: 16)")
     train.add_argument("--max-len", type=int, help="history length cap T (default: 50)")
     train.add_argument("--seed", type=int, help="random seed (default: 0)")
