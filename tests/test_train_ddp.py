@@ -182,3 +182,22 @@ def test_a_killed_rank_is_restarted_and_the_run_resumes(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     model = load_model(out)
     assert model.config.encoder == "din"
+
+
+def test_a_sample_log_under_torchrun_evaluates_as_one_process(tmp_path, capsys):
+    """Data parallel (no --shard) on a Parquet log: each rank streams its own rows,
+    and the gathered test scores equal one process's evaluation of the saved model."""
+    from sample_logs import write_parquet, write_schema
+
+    log = write_parquet(tmp_path / "log.parquet", 500)
+    schema = write_schema(tmp_path / "schema.json")
+    out = tmp_path / "run"
+    command = _torchrun_train(log, out, ["--schema", str(schema), "--epochs", "1"])
+    command[command.index("--max-len") : command.index("--max-len") + 2] = []
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    saved = json.loads((out / "metrics.json").read_text())["models"]["din"]
+    assert main(["evaluate", str(out), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == saved["test_auc"]
