@@ -543,7 +543,7 @@ def _sample_log_split(args, weights: Path, saved, data_config):
         spec = args.data or log["data"]
         files = SampleFiles(spec, encoder.schema)
         rule = SplitRule("all", encoder.schema)
-        rows, positives = count_rows(files, rule, encoder.labels)
+        rows, positives = count_rows(files, rule)
         stream = SampleStream(
             str(spec),
             files,

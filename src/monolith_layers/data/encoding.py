@@ -95,7 +95,7 @@ def _ids(values, table: str, where: str):
     raise DataError(f"{where}: ids of table {table!r} have type {kind}; expected ints or strings")
 
 
-def _sequence_lists(column):
+def sequence_lists(column):
     """A sequence column as a list array (CSV cells are space-separated tokens)."""
     pa = _arrow()
     pc = pa.compute
@@ -155,7 +155,7 @@ class FeatureEncoder:
                 for feature in readers:
                     column = batch.column(feature.name)
                     if feature.kind == "sequence":
-                        column = pa.compute.list_flatten(_sequence_lists(column))
+                        column = pa.compute.list_flatten(sequence_lists(column))
                     counts[feature.table].add(
                         _ids(column, feature.table, f"{where}, column {feature.name!r}")
                     )
@@ -226,34 +226,19 @@ class FeatureEncoder:
             elif feature.kind == "dense":
                 out[feature.name] = _dense_values(column, where, feature.name).astype(np.float32)
             else:
-                lists = _sequence_lists(column)
+                lists = sequence_lists(column)
                 lengths = pa.compute.list_value_length(lists).fill_null(0).to_numpy()
                 flat = self._lookup(pa.compute.list_flatten(lists), feature.table, at)
                 out[feature.name] = _pad(
                     flat, lengths.astype(np.int64), self.schema.sequence_len(feature)
                 )
                 history_lengths[feature.name] = lengths
-        _check_aligned(self.schema, history_lengths, where)
+        check_aligned(self.schema, history_lengths, where)
         return out
 
     def labels(self, batch, where: str) -> np.ndarray:
-        """The label column as float32 0 / 1 (ratings through ``click_threshold``)."""
-        values = _dense_values(batch.column(self.schema.label), where, self.schema.label)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(
-                f"{where}: label column {self.schema.label!r} is missing at row {bad[0]} of the batch"
-            )
-        threshold = self.schema.click_threshold
-        if threshold is not None:
-            return (values >= threshold).astype(np.float32)
-        bad = np.flatnonzero((values != 0) & (values != 1))
-        if len(bad):
-            raise DataError(
-                f"{where}: label column {self.schema.label!r} holds {float(values[bad[0]]):g}; labels are "
-                "0 / 1 (set click_threshold in the schema for ratings)"
-            )
-        return values.astype(np.float32)
+        """The label column as float32 0 / 1 (see :func:`labels_of`)."""
+        return labels_of(self.schema, batch, where)
 
     # --------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -295,6 +280,26 @@ class FeatureEncoder:
             raise DataError(f"{path}: not a features file written by train ({err})") from None
 
 
+def labels_of(schema: Schema, batch, where: str) -> np.ndarray:
+    """A record batch's label column as float32 0 / 1 (ratings through the schema's
+    ``click_threshold``); a missing label or one that is not 0 / 1 is a DataError."""
+    values = _dense_values(batch.column(schema.label), where, schema.label)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise DataError(
+            f"{where}: label column {schema.label!r} is missing at row {bad[0]} of the batch"
+        )
+    if schema.click_threshold is not None:
+        return (values >= schema.click_threshold).astype(np.float32)
+    bad = np.flatnonzero((values != 0) & (values != 1))
+    if len(bad):
+        raise DataError(
+            f"{where}: label column {schema.label!r} holds {float(values[bad[0]]):g}; labels "
+            "are 0 / 1 (set click_threshold in the schema for ratings)"
+        )
+    return values.astype(np.float32)
+
+
 def _filter_columns(schema: Schema, files: SampleFiles) -> set[str]:
     """The columns a split rule reads besides the features."""
     columns = {schema.label}
@@ -326,7 +331,7 @@ def _pad(flat: np.ndarray, lengths: np.ndarray, steps: int) -> np.ndarray:
     return np.where(mask, ids, PADDING_ID)
 
 
-def _check_aligned(schema: Schema, lengths: dict[str, np.ndarray], where: str) -> None:
+def check_aligned(schema: Schema, lengths: dict[str, np.ndarray], where: str) -> None:
     history = [f.name for f in schema.history]
     for name in history[1:]:
         differ = np.flatnonzero(lengths[name] != lengths[history[0]])

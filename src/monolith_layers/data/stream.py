@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .columnar import Piece, SampleFiles, _arrow
-from .encoding import FeatureEncoder
+from .encoding import FeatureEncoder, check_aligned, labels_of, sequence_lists
 from .interactions import DataError
 from .schema import PADDING_ID, Schema
 
@@ -138,15 +138,11 @@ def _time_cuts(files, schema, fractions, seed) -> tuple[float, float]:
     return float(cuts[0]), float(cuts[1])
 
 
-def count_rows(
-    files: SampleFiles, rule: SplitRule, encoder_labels
-) -> tuple[np.ndarray, np.ndarray]:
+def count_rows(files: SampleFiles, rule: SplitRule) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, positives)``, each (pieces, 3): how many rows (clicks) of each split
     every piece holds. Reads the label, the split rule's column and the history
     lists only, and checks every row's label and history alignment on the way,
     so that bad data stops a run before anything is written."""
-    from .encoding import _check_aligned, _sequence_lists
-
     schema = files.schema
     rows = np.zeros((len(files.pieces), 3), np.int64)
     positives = np.zeros((len(files.pieces), 3), np.int64)
@@ -158,14 +154,14 @@ def count_rows(
         offset = 0
         for batch in files.read(piece, columns):
             part = rule.assign(piece, batch, offset, where)
-            labels = encoder_labels(batch, where)
+            labels = labels_of(schema, batch, where)
             lengths = {
-                name: pc.list_value_length(_sequence_lists(batch.column(name)))
+                name: pc.list_value_length(sequence_lists(batch.column(name)))
                 .fill_null(0)
                 .to_numpy()
                 for name in history
             }
-            _check_aligned(schema, lengths, where)
+            check_aligned(schema, lengths, where)
             rows[index] += np.bincount(part, minlength=3)
             positives[index] += np.bincount(part, weights=labels, minlength=3).astype(np.int64)
             offset += batch.num_rows
@@ -420,13 +416,12 @@ def schema_datasets(
             "give both --valid and --test files, or neither (the schema then splits --data)"
         )
     files = SampleFiles(data, schema)
-    labels = (encoder or FeatureEncoder(schema, {}, {})).labels
     rule = (
         SplitRule("all", schema)
         if valid is not None
         else split_rule(files, schema, fractions, seed)
     )
-    rows, positives = count_rows(files, rule, labels)
+    rows, positives = count_rows(files, rule)
     if encoder is None:
         tick = progress("fitting vocabularies", files.num_rows) if progress else None
         encoder = FeatureEncoder.fit(
@@ -465,7 +460,7 @@ def schema_datasets(
             continue
         other = SampleFiles(path, schema)
         whole = SplitRule("all", schema)
-        other_rows, other_positives = count_rows(other, whole, labels)
+        other_rows, other_positives = count_rows(other, whole)
         streams.append(
             SampleStream(
                 str(path),

@@ -22,6 +22,12 @@ Data parallel: when ``torch.distributed`` is initialised (``torchrun``, see
 (``DistributedSampler``), evaluation gives every sample to exactly one rank
 and gathers the scores, so metrics are those of the whole split on every
 rank, and only rank 0 writes checkpoints.
+
+Streamed sample logs (:class:`~monolith_layers.data.SampleStream`) shard
+themselves: each rank reads its own rows, every rank takes the same number
+of steps, and evaluation gathers the scores back into the split's row
+order. A TorchRec-sharded model (``sharded=``) trains and evaluates through
+``DistributedModelParallel`` and saves its tables gathered on rank 0.
 """
 
 from __future__ import annotations
