@@ -358,16 +358,18 @@ def _train(args, rank: int, world: int) -> int:
     extra = {"data": data_config.to_dict(), "dataset": spec, "synthetic": synthetic_config}
     model = _fixed_model(name, log, data_config, model_values, train_config.seed)
     run = _train_one(model, splits, train_config, out, extra, resume, say)
-    _finish_train(out, log.name, run, splits[2], data_config, train_config, world, rank, say)
+    _finish_train(
+        out, log.name, run, splits[2], data_config.to_dict(), train_config, world, rank, say
+    )
     return 0
 
 
-def _finish_train(out, dataset, run, test, data_config, train_config, world, rank, say) -> None:
+def _finish_train(out, dataset, run, test, data_settings, train_config, world, rank, say) -> None:
     from .train.report import write_report
 
     if rank == 0:
         settings = {
-            "data": data_config.to_dict(),
+            "data": data_settings,
             "train": train_config.to_dict(),
             "model": {k: v for k, v in run.model.config.to_dict().items() if k != "features"},
             "world_size": world,
@@ -422,6 +424,14 @@ def _train_sample_log(
         raise UsageError(
             "--schema needs --data PATH: a Parquet file, a folder of them, or a CSV file"
         )
+    encoder_name, _, transform = (name or "din").partition("+")
+    settings = {
+        **model_values,
+        "encoder": model_values.get("encoder", encoder_name) if not name else encoder_name,
+        "transform": model_values.get("transform") if not name else (transform or None),
+        "max_len": schema.history_len or 1,
+    }
+    ModelConfig.from_dict(settings)  # a bad model name fails before the passes over the data
     bars = _fit_bar(train_config.progress and rank == 0)
     # Every data error (a missing column, a bad label, a corrupt file) before anything is written.
     train, valid, test, encoder = _sample_log_splits(
@@ -429,16 +439,7 @@ def _train_sample_log(
     )
     for part in (valid, test):
         part.check_evaluable()
-    encoder_name, _, transform = (name or "din").partition("+")
-    config = ModelConfig.from_dict(
-        {
-            **model_values,
-            "encoder": model_values.get("encoder", encoder_name) if not name else encoder_name,
-            "transform": model_values.get("transform") if not name else (transform or None),
-            "max_len": schema.history_len or 1,
-            "features": feature_spec(encoder),
-        }
-    )
+    config = ModelConfig.from_dict({**settings, "features": feature_spec(encoder)})
     seed_everything(train_config.seed)
     model = FeatureCTRModel(config)
     say(
@@ -465,7 +466,14 @@ def _train_sample_log(
         "shard": args.shard,
     }
     run = _train_one(model, (train, valid, test), train_config, out, extra, resume, say, sharded)
-    _finish_train(out, str(args.data), run, None, data_config, train_config, world, rank, say)
+    # The report names what a sample-log run read: the schema, the files, the stream settings.
+    stream = ("seed", "valid_fraction", "test_fraction", "shuffle_buffer", "workers")
+    data_settings = {
+        "schema": schema.to_dict(),
+        **extra["sample_log"],
+        **{k: v for k, v in data_config.to_dict().items() if k in stream},
+    }
+    _finish_train(out, str(args.data), run, None, data_settings, train_config, world, rank, say)
     return 0
 
 
@@ -657,7 +665,13 @@ def cmd_export(args) -> int:
 
 # ------------------------------------------------------------------- parser
 def _add_data(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("--data", default=default, metavar="NAME_OR_PATH", help=DATA_HELP)
+    text = DATA_HELP
+    if default not in (None, "synthetic"):  # DATA_HELP names synthetic as the default
+        text = text.replace(
+            "'synthetic' (default: generated, no files needed)", "'synthetic' (generated)"
+        )
+        text += f" (default: {default})"
+    parser.add_argument("--data", default=default, metavar="NAME_OR_PATH", help=text)
 
 
 def _add_no_progress(parser: argparse.ArgumentParser) -> None:

@@ -125,10 +125,10 @@ def plot_auc_by_model(runs: list[ModelRun], path: Path, dataset: str) -> None:
     low = max(0.0, float((aucs - halves).min()) - 0.03)
     ax.set_ylim(low, min(1.0, float((aucs + halves).max()) + 0.04))
     size = f"{samples:,} test samples" + (f", {positives:,} clicks" if positives else "")
-    interval = "bars: 95 % interval, Hanley-McNeil standard error" if halves.any() else ""
-    ax.set_title(
-        f"test AUC by model: {_short(dataset)}\n{size}; {interval}".rstrip("; "), fontsize=10
-    )
+    # The interval's note on a line of its own: beside the sizes it overran a
+    # one-model figure's width.
+    interval = "\nbars: 95 % interval (Hanley-McNeil)" if halves.any() else ""
+    ax.set_title(f"test AUC by model: {_short(dataset)}\n{size}{interval}", fontsize=10)
     ax.set_ylabel("AUC")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
