@@ -14,6 +14,7 @@ defaults::
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import warnings
 
@@ -25,12 +26,15 @@ from monolith_layers.train import TrainConfig, Trainer, seed_everything
 
 
 def datasets(name: str, max_len: int):
-    log = load_dataset("ml-100k") if name == "ml-100k" else generate(SyntheticConfig())
+    log = generate(SyntheticConfig()) if name == "synthetic" else load_dataset(name)
     return log, build_datasets(log, DataConfig(max_len=max_len))
 
 
-def validation_run(log, splits, encoder, lr, batch_size, seed, args) -> tuple[float, int, float]:
-    """(best validation AUC, its epoch, training seconds up to it)."""
+def validation_run(
+    log, splits, encoder, lr, batch_size, seed, args, variant=None
+) -> tuple[float, int, float]:
+    """(best validation AUC, its epoch, training seconds up to it); ``variant``
+    overrides ``ModelConfig`` fields."""
     seed_everything(seed)
     config = ModelConfig(
         encoder=encoder,
@@ -39,6 +43,7 @@ def validation_run(log, splits, encoder, lr, batch_size, seed, args) -> tuple[fl
         num_users=log.num_users,
         num_items=log.num_items,
         num_categories=log.num_categories,
+        **(variant or {}),
     )
     train_config = TrainConfig(
         epochs=args.max_epochs,
@@ -55,7 +60,9 @@ def validation_run(log, splits, encoder, lr, batch_size, seed, args) -> tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="ml-100k,synthetic")
+    parser.add_argument(
+        "--data", default="ml-100k,synthetic", help="comma-separated: synthetic, ml-100k or paths"
+    )
     parser.add_argument("--models", default="din,dien")
     parser.add_argument("--lrs", default="1e-3,3e-3")
     parser.add_argument("--batch-sizes", default="256")
@@ -64,30 +71,44 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--embed-dim", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["{}"],
+        type=json.loads,
+        help="ModelConfig overrides to compare, each a JSON object ('{}': the defaults)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
     print(
-        "| data | model | lr | batch | valid AUC (mean over seeds) | per seed | best epoch | s to best |"
+        "| data | model | variant | lr | batch | valid AUC (mean over seeds) | per seed "
+        "| best epoch | s to best |"
     )
-    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |")
     for data in args.data.split(","):
         log, splits = datasets(data, args.max_len)
         for encoder in args.models.split(","):
-            for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-                for lr in (float(v) for v in args.lrs.split(",")):
-                    runs = [
-                        validation_run(log, splits, encoder, lr, batch_size, seed, args)
-                        for seed in range(args.seeds)
-                    ]
-                    aucs = [r[0] for r in runs]
-                    print(
-                        f"| {data} | {encoder} | {lr:g} | {batch_size} | "
-                        f"{statistics.mean(aucs):.4f} | {' / '.join(f'{a:.4f}' for a in aucs)} | "
-                        f"{statistics.mean(r[1] for r in runs):.1f} | "
-                        f"{statistics.mean(r[2] for r in runs):.1f} |",
-                        flush=True,
-                    )
+            settings = [
+                (variant, int(batch), float(lr))
+                for variant in args.variants
+                for batch in args.batch_sizes.split(",")
+                for lr in args.lrs.split(",")
+            ]
+            for variant, batch_size, lr in settings:
+                runs = [
+                    validation_run(log, splits, encoder, lr, batch_size, seed, args, variant)
+                    for seed in range(args.seeds)
+                ]
+                aucs = [r[0] for r in runs]
+                print(
+                    f"| {data} | {encoder} | {json.dumps(variant) if variant else 'defaults'} "
+                    f"| {lr:g} | {batch_size} | "
+                    f"{statistics.mean(aucs):.4f} | {' / '.join(f'{a:.4f}' for a in aucs)} | "
+                    f"{statistics.mean(r[1] for r in runs):.1f} | "
+                    f"{statistics.mean(r[2] for r in runs):.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

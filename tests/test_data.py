@@ -205,3 +205,33 @@ def test_ml100k_by_name_reads_the_recbole_distribution():
     log = load_dataset("ml-100k")
     assert len(log) == 100_000 and log.num_users == 943 and log.num_items == 1682
     assert log.num_categories >= 18
+
+
+def test_the_ml1m_shaped_generator_writes_recbole_files_the_loader_reads(tmp_path):
+    """benchmarks/make_recbole_log.py: the sizes asked, one rating per (user, item)
+    pair, at least --least ratings per user, and the same files for the same seed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_recbole_log.py"
+    sizes = ["--users", "40", "--items", "90", "--genres", "5", "--ratings", "2500"]
+    sizes += ["--least", "20", "--most", "90"]
+    for out in ("a", "b"):
+        subprocess.run(
+            [sys.executable, str(script), "--out", str(tmp_path / out), *sizes],
+            check=True,
+            capture_output=True,
+        )
+    inter = (tmp_path / "a" / "ml-1m-shaped.inter").read_text()
+    assert inter == (tmp_path / "b" / "ml-1m-shaped.inter").read_text()
+    rows = np.array([line.split("\t") for line in inter.splitlines()[1:]], dtype=np.int64)
+    users, items, stars = rows[:, 0], rows[:, 1], rows[:, 2]
+    assert len(rows) == 2500 and len(np.unique(users)) == 40
+    assert np.bincount(users).max() <= 90 and np.bincount(users)[1:].min() >= 20
+    assert len(np.unique(users * 1000 + items)) == len(rows)
+    assert set(stars) == {1, 2, 3, 4, 5}
+    log = load_dataset(tmp_path / "a")
+    assert len(log) == 2500 and log.num_users == 40 and log.num_items == len(np.unique(items))
+    assert log.label.mean() == pytest.approx((stars >= 4).mean())
+    assert 1 < log.num_categories <= 5

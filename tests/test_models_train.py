@@ -87,6 +87,28 @@ def test_config_round_trip_and_errors(small):
         ModelConfig.from_dict({"hidden": [3]})
     with pytest.raises(ConfigError, match="lr must be a positive number"):
         TrainConfig(lr=float("nan"))
+    with pytest.raises(ConfigError, match="head_batch_norm must be true or false, got 'yes'"):
+        ModelConfig(head_batch_norm="yes")
+
+
+@pytest.mark.parametrize(("weight_norm", "batch_norm"), [(True, False), (False, True)])
+def test_the_head_options_build_the_head_asked_for(small, weight_norm, batch_norm):
+    """head_weight_norm / head_batch_norm reach the head's MLP (and only it), and a
+    batch-normalised head saves and loads its running statistics."""
+    from monolith_layers.batch_norm import BatchNorm
+
+    log, (train, _, _) = small
+    config = _config(log, "din", head_weight_norm=weight_norm, head_batch_norm=batch_norm)
+    model = CTRModel(config)
+    norms = [m for m in model.head.modules() if isinstance(m, BatchNorm)]
+    assert bool(norms) == batch_norm
+    kernel_norms = [n for n, _ in model.head.named_parameters() if n.endswith("kernel_norm")]
+    assert bool(kernel_norms) == weight_norm
+    batch = train.__getitems__(np.arange(32))
+    model.train()(batch).sum().backward()
+    again = CTRModel(ModelConfig.from_dict(config.to_dict()))
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again.eval()(batch), model.eval()(batch))
 
 
 def test_training_learns_and_checkpoints_round_trip(tmp_path):

@@ -49,6 +49,10 @@ class ModelConfig(JsonConfig):
         num_users, num_items, num_categories: vocabulary sizes (ids 0..n; item
             and category 0 are padding).
         hidden_units: the head MLP's hidden widths (a final 1 is added).
+        head_weight_norm: the head's layers weight-normalised (Monolith's MLP
+            default: each kernel column scaled to a learned norm).
+        head_batch_norm: batch normalisation before each of the head's layers
+            (Monolith's ``enable_batch_normalization``).
         attention_units: DIN's attention tower widths (a final 1 is added).
         attention_activation: DIN's tower activation.
         att_type: DIEN's evolution cell, ``'AGRU'`` or ``'AUGRU'``.
@@ -70,6 +74,8 @@ class ModelConfig(JsonConfig):
     num_items: int = 1
     num_categories: int = 1
     hidden_units: list[int] = field(default_factory=lambda: [200, 80])
+    head_weight_norm: bool = True
+    head_batch_norm: bool = False
     attention_units: list[int] = field(default_factory=lambda: [80, 40])
     attention_activation: str = "prelu"
     att_type: str = "AUGRU"
@@ -93,6 +99,11 @@ class ModelConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ModelConfig: {name} must be a positive int, got {value!r}")
+        for name in ("head_weight_norm", "head_batch_norm", "dien_aux_loss"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"ModelConfig: {name} must be true or false, got {getattr(self, name)!r}"
+                )
 
     @property
     def name(self) -> str:
@@ -152,7 +163,13 @@ def build_transform(config: ModelConfig, num_fields: int) -> nn.Module | None:
 def build_head(config: ModelConfig, num_fields: int) -> MLP:
     """The MLP from the flattened fields to one logit (AutoInt's output joins its input)."""
     width = num_fields * (2 if config.transform == "autoint" else 1) * config.embed_dim
-    return MLP(list(config.hidden_units) + [1], input_dim=width, name="head")
+    return MLP(
+        list(config.hidden_units) + [1],
+        use_weight_norm=config.head_weight_norm,
+        enable_batch_normalization=config.head_batch_norm,
+        input_dim=width,
+        name="head",
+    )
 
 
 def encode_interest(
