@@ -31,7 +31,7 @@ fastest peer's time to its best epoch over ours.
     pip install -e ".[bench,demo]" requests && pip install --no-deps recbole
     python benchmarks/bench_e2e.py --seeds 5 --max-epochs 20 --patience 2
     python benchmarks/make_recbole_log.py --out /tmp/ml-1m-shaped
-    python benchmarks/bench_e2e.py --data /tmp/ml-1m-shaped --seeds 3 --patience 1
+    python benchmarks/bench_e2e.py --data /tmp/ml-1m-shaped --seeds 2 --max-epochs 10 --patience 1
 """
 
 from __future__ import annotations
@@ -389,6 +389,9 @@ def main() -> None:
         help="ml-100k, or a RecBole / MovieLens / Amazon file or folder (as the CLI's --data)",
     )
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1"
+    )
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument(
         "--patience", type=int, default=2, help="epochs without a better validation AUC"
@@ -416,7 +419,7 @@ def main() -> None:
     )
     models, libraries = args.models.split(","), args.libraries.split(",")
     results: dict[tuple[str, str], list[Run]] = {}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         data = {
             part: arrays(ds, seed)
             for part, ds in zip(("train", "valid", "test"), splits, strict=True)
@@ -435,7 +438,7 @@ def main() -> None:
                 print(
                     f"  seed {seed} {model_name:<5} {library:<16} test AUC {run.test_auc:.4f} "
                     f"logloss {run.test_logloss:.4f} best epoch {run.best_epoch}/{run.epochs} "
-                    f"{run.seconds_per_epoch:6.1f} s/epoch",
+                    f"{run.seconds_per_epoch:6.1f} s/epoch, {run.seconds_to_best:7.1f} s to best",
                     flush=True,
                 )
     print()

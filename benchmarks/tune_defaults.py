@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=["{}"],
+        default=[{}],
         type=json.loads,
         help="ModelConfig overrides to compare, each a JSON object ('{}': the defaults)",
     )
