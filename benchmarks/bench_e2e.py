@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from monolith_layers.data import DataConfig, build_datasets, load_dataset
+from monolith_layers.data import DataConfig, DataError, build_datasets, load_dataset
 from monolith_layers.models import CTRModel, ModelConfig
 from monolith_layers.train import TrainConfig, Trainer, seed_everything
 
@@ -409,7 +409,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    log = load_dataset(args.data)
+    try:
+        log = load_dataset(args.data)
+    except DataError as err:
+        parser.error(str(err))
     splits = build_datasets(log, DataConfig(max_len=args.max_len))
     print(log.summary())
     print(

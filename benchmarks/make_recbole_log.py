@@ -178,15 +178,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the folder to write")
     parser.add_argument("--name", default="ml-1m-shaped", help="the atomic files' stem")
-    parser.add_argument("--users", type=int, default=6040)
-    parser.add_argument("--items", type=int, default=3706)
-    parser.add_argument("--genres", type=int, default=18)
-    parser.add_argument("--ratings", type=int, default=1_000_209)
+    parser.add_argument("--users", type=int, default=6040, help="users (ML-1M: 6,040)")
+    parser.add_argument("--items", type=int, default=3706, help="items (ML-1M: 3,706)")
+    parser.add_argument("--genres", type=int, default=18, help="genres (ML-1M: 18)")
+    parser.add_argument(
+        "--ratings", type=int, default=1_000_209, help="ratings in all (ML-1M: 1,000,209)"
+    )
     parser.add_argument("--least", type=int, default=20, help="fewest ratings per user")
     parser.add_argument("--most", type=int, default=2314, help="most ratings per user")
-    parser.add_argument("--drift", type=float, default=0.02)
-    parser.add_argument("--p-current", type=float, default=0.55)
-    parser.add_argument("--p-former", type=float, default=0.15)
+    parser.add_argument(
+        "--drift", type=float, default=0.02, help="chance per rating that a favourite genre changes"
+    )
+    parser.add_argument(
+        "--p-current", type=float, default=0.55, help="share of ratings from a current favourite"
+    )
+    parser.add_argument(
+        "--p-former", type=float, default=0.15, help="share of ratings from a former favourite"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.ratings < args.least * args.users or args.most > args.items:

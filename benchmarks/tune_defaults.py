@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate, load_dataset
-from monolith_layers.models import CTRModel, ModelConfig
+from monolith_layers.models import ConfigError, CTRModel, ModelConfig
 from monolith_layers.train import TrainConfig, Trainer, seed_everything
 
 
@@ -79,6 +79,11 @@ def main() -> None:
         help="ModelConfig overrides to compare, each a JSON object ('{}': the defaults)",
     )
     args = parser.parse_args()
+    for variant in args.variants:
+        try:
+            ModelConfig.from_dict(variant)
+        except (ConfigError, TypeError) as err:
+            parser.error(f"--variants {json.dumps(variant)}: {err}")
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
     print(
