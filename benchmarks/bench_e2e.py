@@ -1,20 +1,38 @@
-"""End to end on a rating log: our DIN / DIEN models against DeepCTR-Torch's and
-torch-rechub's, the same task, each library trained to its best validation epoch.
+"""End to end on a rating log or a sample log: our DIN / DIEN models against
+DeepCTR-Torch's and torch-rechub's, the same task, each library trained to
+its best validation epoch.
 
-The task, identical for every library: the log of ``--data`` (ML-100K from
-the ``recbole`` distribution by default; any RecBole / MovieLens / Amazon
-folder the CLI reads, e.g. the ML-1M-shaped log of ``make_recbole_log.py``),
-our leave-last-out split (rating >= 4 is a click; the
-second-to-last click of each user is the validation set, the last the test
-set), user / item / category fields with embeddings of ``--embed-dim``
-each, histories of the last ``--max-len`` clicks (item and category ids,
-left-aligned, zero padded), Adam at batch 256 (lr 1e-3 for the peers, their
-default; ours at its own default, ``TrainConfig().lr``), and, for DIEN, one
-sampled negative per history position for the auxiliary loss (the same
-negatives for every library). Each library runs as its users run it: its
-own model class with its defaults (hidden sizes, attention activations,
-DeepCTR's Dice in DIN), its own input packing and training loop
-(DeepCTR-Torch ``model.fit``; torch-rechub ``CTRTrainer``); ours is
+The task, identical for every library, comes from one of two kinds of data:
+
+* ``--data`` an interaction log (ML-100K from the ``recbole`` distribution by
+  default; any RecBole / MovieLens / Amazon folder the CLI reads, e.g. the
+  ML-1M-shaped log of ``make_recbole_log.py``): our leave-last-out split
+  (rating >= 4 is a click; the second-to-last click of each user is the
+  validation set, the last the test set), user / item / category fields,
+  histories of the last ``--max-len`` clicks (item and category ids).
+* ``--schema FILE --data PATH`` a sample log (Parquet or CSV, as ``monolith-layers
+  train --schema`` reads it, with ``--valid`` / ``--test`` files or the
+  schema's split): every feature of the schema. Ids come from our encoder,
+  fitted on the training rows, so every library sees the same ids. Each
+  peer gets every feature its model class can read: sparse features as its
+  sparse features, the target features and their histories as its
+  target / history pair, side sequences as mean-pooled sequence features,
+  dense features standardised with the training mean and sd (missing values
+  at the mean). What a peer's class cannot read is printed and named in the
+  table's notes: torch-rechub's DIN / DIEN take no dense features, and
+  DeepCTR-Torch's DIEN feeds its DNN no side sequences. Ours trains on the
+  files streamed, as ``train --schema`` does, drawing its DIEN negatives
+  from the batch each epoch; the peers get the splits in memory, with one
+  negative per history position drawn the same way once per seed.
+
+Every library: embeddings of ``--embed-dim``, histories left-aligned and
+zero padded, Adam at batch 256 (lr 1e-3 for the peers, their default; ours
+at its own default, ``TrainConfig().lr``), and, for DIEN on an interaction
+log, one sampled negative per history position for the auxiliary loss (the
+same negatives for every library). Each library runs as its users run it:
+its own model class with its defaults (hidden sizes, attention
+activations, DeepCTR's Dice in DIN), its own input packing and training
+loop (DeepCTR-Torch ``model.fit``; torch-rechub ``CTRTrainer``); ours is
 ``monolith_layers.train.Trainer``.
 
 Early stopping, the same for every library: after each epoch the model is
@@ -32,6 +50,10 @@ fastest peer's time to its best epoch over ours.
     python benchmarks/bench_e2e.py --seeds 5 --max-epochs 20 --patience 2
     python benchmarks/make_recbole_log.py --out /tmp/ml-1m-shaped
     python benchmarks/bench_e2e.py --data /tmp/ml-1m-shaped --seeds 2 --max-epochs 10 --patience 1
+    monolith-layers samples --data ml-100k --out /tmp/ml100k-samples   # + side features
+    python benchmarks/bench_e2e.py --schema /tmp/ml100k-samples/schema.json \
+        --data /tmp/ml100k-samples/train.parquet --valid /tmp/ml100k-samples/valid.parquet \
+        --test /tmp/ml100k-samples/test.parquet --seeds 5 --max-epochs 20 --patience 2
 """
 
 from __future__ import annotations
@@ -51,8 +73,13 @@ import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
+from monolith_layers.config import ConfigError
 from monolith_layers.data import DataConfig, DataError, build_datasets, load_dataset
+from monolith_layers.data.encoding import describe
+from monolith_layers.data.schema import Schema
+from monolith_layers.data.stream import PARTS, schema_datasets
 from monolith_layers.models import CTRModel, ModelConfig
+from monolith_layers.models.features import FeatureCTRModel, feature_spec
 from monolith_layers.train import TrainConfig, Trainer, seed_everything
 
 BATCH, LR = 256, 1e-3
@@ -108,7 +135,43 @@ def early_stopped(
     )
 
 
-def arrays(dataset, seed: int) -> dict[str, np.ndarray]:
+@dataclass
+class Task:
+    """The features every library reads, by name, and the tables behind them.
+
+    Each split's arrays (``data[part]``) hold, by name: every sparse feature
+    (B,) and target (B,) int64, every side sequence (B, L) int64, every dense
+    feature (B,) float32 standardised, and for each target ``t``
+    ``hist_t`` / ``neg_hist_t`` (B, T) (the history and its DIEN negatives,
+    0-padded), ``seq_length`` (B,) and ``label`` (B,). The ``hist_`` names
+    are DeepCTR-Torch's convention for a target's history.
+    """
+
+    sparse: list[str]  # the other sparse features (each owns a table of its name)
+    targets: list[str]  # the features attention queries with, in history order
+    side_sequences: dict[str, str]  # feature -> its table (mean-pooled)
+    dense: list[str]
+    tables: dict[str, int]  # table -> rows, padding (0) included
+    max_len: int
+
+
+def interaction_task(log, max_len: int) -> Task:
+    """User / item / category ids and the item and category history (ids from 1)."""
+    return Task(
+        sparse=["user"],
+        targets=["item", "cate"],
+        side_sequences={},
+        dense=[],
+        tables={
+            "user": log.num_users + 1,
+            "item": log.num_items + 1,
+            "cate": log.num_categories + 1,
+        },
+        max_len=max_len,
+    )
+
+
+def interaction_arrays(dataset, seed: int) -> dict[str, np.ndarray]:
     """Every sample of a split as numpy arrays, with fixed negatives per position."""
     dataset.with_negative_history = True
     dataset._rng = np.random.default_rng(seed)
@@ -124,6 +187,64 @@ def arrays(dataset, seed: int) -> dict[str, np.ndarray]:
         "seq_length": batch["mask"].sum(1).numpy(),
         "label": batch["label"].numpy(),
     }
+
+
+def sample_log_task(encoder) -> Task:
+    """A schema's features as the peers take them. A target without a history
+    is a plain sparse feature for them (their attention pairs each target with
+    one history)."""
+    schema = encoder.schema
+    targets = [f.shares for f in schema.history]
+    task = Task(
+        sparse=[f.name for f in schema.sparse if f.name not in targets],
+        targets=targets,
+        side_sequences={f.name: f.table for f in schema.side_sequences},
+        dense=[f.name for f in schema.dense],
+        tables=encoder.table_sizes(),
+        max_len=schema.history_len,
+    )
+    taken = {*task.sparse, *task.side_sequences, *task.dense, *targets}
+    made = {f"{prefix}hist_{t}" for t in targets for prefix in ("", "neg_")} | {"seq_length"}
+    history = {f.name for f in schema.history}
+    clash = sorted((taken & made) - history)
+    if clash:
+        raise ValueError(f"schema features {clash} clash with the names the peers give histories")
+    return task
+
+
+def sample_log_arrays(stream, task: Task, seed: int) -> dict[str, np.ndarray]:
+    """A split of a sample log in memory, in the task's names: dense features
+    standardised (missing at the mean), one negative per history position
+    drawn from the batch of 8,192 rows it was read in (seeded)."""
+    schema = stream.encoder.schema
+    stream.with_negative_history = bool(schema.history)
+    chunks = list(stream.loader(8192, shuffle=False, epoch=seed))
+    stream.with_negative_history = False
+    whole = {k: torch.cat([c[k] for c in chunks]).numpy() for k in chunks[0]}
+    out = {name: whole[name] for name in (*task.sparse, *task.side_sequences, *task.targets)}
+    for name in task.dense:
+        mean, sd = stream.encoder.dense_stats[name]
+        values = (whole[name] - mean) / (sd if sd > 0 else 1.0)
+        out[name] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    for i, feature in enumerate(schema.history):
+        out[f"hist_{feature.shares}"] = whole[feature.name]
+        out[f"neg_hist_{feature.shares}"] = whole["negative_history"][:, i]
+    if schema.history:
+        out["seq_length"] = whole["mask"].sum(1)
+    out["label"] = whole["label"]
+    return out
+
+
+def peer_notes(task: Task) -> dict[str, str]:
+    """What each peer's model class leaves out of the task, by (library, model)."""
+    notes = {}
+    if task.dense:
+        notes["torch-rechub"] = f"its DIN / DIEN read no dense features: {task.dense} left out"
+    if task.side_sequences:
+        notes["DeepCTR-Torch dien"] = (
+            f"its DIEN's DNN reads no side sequences: {list(task.side_sequences)} unused"
+        )
+    return notes
 
 
 # ------------------------------------------------------------------- ours
@@ -160,17 +281,31 @@ class _FixedNegatives:
         )
 
 
-def run_ours(model_name, log, splits, data, args, seed):
-    seed_everything(seed)
+def our_model(model_name: str, task: Task, splits, args) -> tuple[torch.nn.Module, object]:
+    """Our model at its defaults and the training split it reads: ``CTRModel`` on
+    an interaction log (with the benchmark's fixed negatives), ``FeatureCTRModel``
+    on a sample log (streamed, as ``train --schema`` trains)."""
+    settings = {"encoder": model_name, "embed_dim": args.embed_dim, "max_len": task.max_len}
+    if args.schema:
+        encoder = splits[3]
+        config = ModelConfig(**settings, features=feature_spec(encoder))
+        return FeatureCTRModel(config), splits[0]
     config = ModelConfig(
-        encoder=model_name,
-        embed_dim=args.embed_dim,
-        max_len=args.max_len,
-        num_users=log.num_users,
-        num_items=log.num_items,
-        num_categories=log.num_categories,
+        **settings,
+        num_users=task.tables["user"] - 1,
+        num_items=task.tables["item"] - 1,
+        num_categories=task.tables["cate"] - 1,
     )
-    model = CTRModel(config)
+    return CTRModel(config), None
+
+
+def run_ours(model_name, task, splits, data, args, seed):
+    seed_everything(seed)
+    model, train = our_model(model_name, task, splits, args)
+    if train is None:
+        train = _FixedNegatives(splits[0], data["train"])
+    else:
+        train.seed = seed  # the stream's shuffle and negatives
     # Ours trains with its own defaults (lr and batch size from TrainConfig), as
     # the peers do with theirs.
     train_config = TrainConfig(
@@ -180,7 +315,6 @@ def run_ours(model_name, log, splits, data, args, seed):
         progress=False,
     )
     trainer = Trainer(model, train_config)
-    train = _FixedNegatives(splits[0], data["train"])
     result = trainer.fit(train, splits[1])  # the best validation epoch's weights afterwards
     seconds = [r.seconds for r in result.history]
     test_auc, test_logloss = _scored(*trainer.predict(splits[2]))
@@ -205,46 +339,34 @@ def _peer_has(library: str, model_name: str) -> None:
         raise NotImplementedError(f"no {model_name} model run for {library} here")
 
 
-def run_deepctr(model_name, log, splits, data, args, seed):
+def run_deepctr(model_name, task, splits, data, args, seed):
     _peer_has("DeepCTR-Torch", model_name)
-    from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
+    from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat
     from deepctr_torch.models import DIEN, DIN
 
-    e, t = args.embed_dim, args.max_len
-    columns = [
-        SparseFeat("user", log.num_users + 1, e),
-        SparseFeat("item", log.num_items + 1, e),
-        SparseFeat("cate", log.num_categories + 1, e),
-        VarLenSparseFeat(
-            SparseFeat("hist_item", log.num_items + 1, e, embedding_name="item"),
-            t,
-            length_name="seq_length",
-        ),
-        VarLenSparseFeat(
-            SparseFeat("hist_cate", log.num_categories + 1, e, embedding_name="cate"),
-            t,
-            length_name="seq_length",
-        ),
+    e, t = args.embed_dim, task.max_len
+
+    def sparse(name, table):
+        return SparseFeat(name, task.tables[table], e, embedding_name=table)
+
+    def history(name, target):
+        return VarLenSparseFeat(sparse(name, target), t, length_name="seq_length")
+
+    columns = [sparse(name, name) for name in task.sparse]
+    columns += [sparse(name, name) for name in task.targets]
+    columns += [DenseFeat(name, 1) for name in task.dense]
+    columns += [
+        VarLenSparseFeat(sparse(name, table), data["train"][name].shape[1], combiner="mean")
+        for name, table in task.side_sequences.items()
     ]
-    names = ["user", "item", "cate", "hist_item", "hist_cate", "seq_length"]
+    columns += [history(f"hist_{target}", target) for target in task.targets]
     if model_name == "dien":
-        columns += [
-            VarLenSparseFeat(
-                SparseFeat("neg_hist_item", log.num_items + 1, e, embedding_name="item"),
-                t,
-                length_name="seq_length",
-            ),
-            VarLenSparseFeat(
-                SparseFeat("neg_hist_cate", log.num_categories + 1, e, embedding_name="cate"),
-                t,
-                length_name="seq_length",
-            ),
-        ]
-        names += ["neg_hist_item", "neg_hist_cate"]
-        model = DIEN(columns, ["item", "cate"], gru_type="AUGRU", use_negsampling=True, seed=seed)
+        columns += [history(f"neg_hist_{target}", target) for target in task.targets]
+        model = DIEN(columns, task.targets, gru_type="AUGRU", use_negsampling=True, seed=seed)
     else:
-        model = DIN(columns, ["item", "cate"], seed=seed)
+        model = DIN(columns, task.targets, seed=seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
+    names = [c.name for c in columns] + (["seq_length"] if task.targets else [])
     inputs = {part: {k: data[part][k] for k in names} for part in ("train", "valid", "test")}
 
     def train_epoch():
@@ -260,7 +382,7 @@ def run_deepctr(model_name, log, splits, data, args, seed):
 
 
 # ------------------------------------------------------------- torch-rechub
-def run_rechub(model_name, log, splits, data, args, seed):
+def run_rechub(model_name, task, splits, data, args, seed):
     _peer_has("torch-rechub", model_name)
     from torch_rechub.basic.features import SequenceFeature, SparseFeature
     from torch_rechub.models.ranking import DIEN, DIN
@@ -269,45 +391,26 @@ def run_rechub(model_name, log, splits, data, args, seed):
 
     torch.manual_seed(seed)
     e = args.embed_dim
-    features = [SparseFeature("user", log.num_users + 1, e)]
-    targets = [
-        SparseFeature("item", log.num_items + 1, e, padding_idx=0),
-        SparseFeature("cate", log.num_categories + 1, e, padding_idx=0),
+
+    def sequence(name, table, pooling):
+        return SequenceFeature(
+            name, task.tables[table], e, pooling=pooling, shared_with=table, padding_idx=0
+        )
+
+    features = [SparseFeature(name, task.tables[name], e) for name in task.sparse]
+    # A side sequence with a table of its own owns it; one that reads another's shares it.
+    features += [
+        SequenceFeature(name, task.tables[name], e, pooling="mean", padding_idx=0)
+        if name == table
+        else sequence(name, table, "mean")
+        for name, table in task.side_sequences.items()
     ]
-    history = [
-        SequenceFeature(
-            "hist_item", log.num_items + 1, e, pooling="concat", shared_with="item", padding_idx=0
-        ),
-        SequenceFeature(
-            "hist_cate",
-            log.num_categories + 1,
-            e,
-            pooling="concat",
-            shared_with="cate",
-            padding_idx=0,
-        ),
-    ]
-    names = ["user", "item", "cate", "hist_item", "hist_cate"]
+    targets = [SparseFeature(t, task.tables[t], e, padding_idx=0) for t in task.targets]
+    history = [sequence(f"hist_{t}", t, "concat") for t in task.targets]
+    names = [f.name for f in features + targets + history]
     if model_name == "dien":
-        negatives = [
-            SequenceFeature(
-                "neg_hist_item",
-                log.num_items + 1,
-                e,
-                pooling="concat",
-                shared_with="item",
-                padding_idx=0,
-            ),
-            SequenceFeature(
-                "neg_hist_cate",
-                log.num_categories + 1,
-                e,
-                pooling="concat",
-                shared_with="cate",
-                padding_idx=0,
-            ),
-        ]
-        names += ["neg_hist_item", "neg_hist_cate"]
+        negatives = [sequence(f"neg_hist_{t}", t, "concat") for t in task.targets]
+        names += [f.name for f in negatives]
         model = DIEN(features, history, negatives, targets, mlp_params={"dims": [256, 128]})
     else:
         model = DIN(
@@ -381,24 +484,75 @@ def table(results: dict[tuple[str, str], list[Run]], models: list[str], seeds: i
     return "\n".join(lines)
 
 
+def load_task(args) -> tuple[Task, tuple, Callable[[int], dict]]:
+    """``(task, splits, arrays)`` of ``--data``: our splits (three datasets, or
+    three streams and the encoder) and ``arrays(seed)``: every split in memory
+    for the peers. Raises DataError / ConfigError on bad data or schema."""
+    if args.schema:
+        schema = Schema.load(args.schema)
+        if args.max_len is not None:
+            schema = Schema.from_dict({**schema.to_dict(), "max_len": args.max_len})
+        splits = schema_datasets(schema, args.data, args.valid, args.test)
+        for part in splits[1:3]:
+            part.check_evaluable()
+        task = sample_log_task(splits[3])
+        print(f"{args.data}: sample log, schema {args.schema}")
+        for line in describe(splits[3]):
+            print(line)
+
+        def arrays(seed):
+            return {
+                part: sample_log_arrays(stream, task, seed)
+                for part, stream in zip(PARTS, splits[:3], strict=True)
+            }
+
+    else:
+        log = load_dataset(args.data)
+        task = interaction_task(log, args.max_len or 50)
+        splits = build_datasets(log, DataConfig(max_len=task.max_len))
+        print(log.summary())
+
+        def arrays(seed):
+            return {
+                part: interaction_arrays(ds, seed) for part, ds in zip(PARTS, splits, strict=True)
+            }
+
+    print(
+        f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}; "
+        f"T={task.max_len}, E={args.embed_dim}; up to {args.max_epochs} epochs, "
+        f"patience {args.patience}"
+    )
+    return task, splits, arrays
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--data",
         default="ml-100k",
-        help="ml-100k, or a RecBole / MovieLens / Amazon file or folder (as the CLI's --data)",
+        help="ml-100k, or a RecBole / MovieLens / Amazon file or folder (as the CLI's --data); "
+        "with --schema, a sample log: a Parquet file, a folder of them, or a CSV file",
     )
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument(
+        "--schema", metavar="FILE", help="a feature schema (JSON): --data is then a sample log"
+    )
+    parser.add_argument("--valid", metavar="PATH", help="with --schema: a validation sample log")
+    parser.add_argument("--test", metavar="PATH", help="with --schema: a test sample log")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="how many seeds (each trains every model)"
+    )
     parser.add_argument(
         "--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1"
     )
-    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--max-epochs", type=int, default=20, help="the most epochs a run trains")
     parser.add_argument(
         "--patience", type=int, default=2, help="epochs without a better validation AUC"
     )
-    parser.add_argument("--embed-dim", type=int, default=8)
-    parser.add_argument("--max-len", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--embed-dim", type=int, default=8, help="embedding size E, every library")
+    parser.add_argument(
+        "--max-len", type=int, help="history length T (default: 50, or the schema's max_len)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument(
         "--models", default="din,dien", help="din, dien, and for ours alone mean, sum, dmr, ..."
     )
@@ -406,31 +560,29 @@ def main() -> None:
         "--libraries", default=",".join(RUNNERS), help="a comma-separated subset of the libraries"
     )
     args = parser.parse_args()
+    if (args.valid or args.test) and not args.schema:
+        parser.error("--valid and --test go with --schema (a sample log)")
+    unknown = sorted(set(args.libraries.split(",")) - set(RUNNERS))
+    if unknown:
+        parser.error(f"--libraries: unknown {unknown}; choose from {list(RUNNERS)}")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 
     try:
-        log = load_dataset(args.data)
-    except DataError as err:
+        task, splits, arrays = load_task(args)
+    except (DataError, ConfigError, ValueError) as err:
         parser.error(str(err))
-    splits = build_datasets(log, DataConfig(max_len=args.max_len))
-    print(log.summary())
-    print(
-        f"samples: train {len(splits[0]):,}, valid {len(splits[1]):,}, test {len(splits[2]):,}; "
-        f"T={args.max_len}, E={args.embed_dim}; up to {args.max_epochs} epochs, "
-        f"patience {args.patience}"
-    )
     models, libraries = args.models.split(","), args.libraries.split(",")
+    notes = {k: v for k, v in peer_notes(task).items() if k.split()[0] in libraries}
+    for where, note in notes.items():
+        print(f"  note, {where}: {note}")
     results: dict[tuple[str, str], list[Run]] = {}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        data = {
-            part: arrays(ds, seed)
-            for part, ds in zip(("train", "valid", "test"), splits, strict=True)
-        }
+        data = arrays(seed)
         for model_name in models:
             for library in libraries:
                 try:
-                    run = RUNNERS[library](model_name, log, splits, data, args, seed)
+                    run = RUNNERS[library](model_name, task, splits, data, args, seed)
                 except ImportError as err:
                     print(f"  {library}: not installed ({err})")
                     continue
@@ -446,6 +598,8 @@ def main() -> None:
                 )
     print()
     print(table(results, models, args.seeds))
+    for where, note in notes.items():
+        print(f"note, {where}: {note}")
 
 
 if __name__ == "__main__":
