@@ -455,7 +455,8 @@ def _mean_sd(values: list[float], digits: int) -> str:
 
 def table(results: dict[tuple[str, str], list[Run]], models: list[str], seeds: int) -> str:
     lines = [
-        f"| model | library | test AUC (mean +- sd, {seeds} seeds) | test logloss | best epoch "
+        f"| model | library | test AUC (mean +- sd, {seeds} seed{'s' * (seeds != 1)}) "
+        "| test logloss | best epoch "
         "| epochs run | s/epoch | s to best epoch | fastest peer's s to best / ours |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
