@@ -49,7 +49,7 @@ fastest peer's time to its best epoch over ours.
     pip install -e ".[bench,demo]" requests && pip install --no-deps recbole
     python benchmarks/bench_e2e.py --seeds 5 --max-epochs 20 --patience 2
     python benchmarks/make_recbole_log.py --out /tmp/ml-1m-shaped
-    python benchmarks/bench_e2e.py --data /tmp/ml-1m-shaped --seeds 2 --max-epochs 10 --patience 1
+    python benchmarks/bench_e2e.py --data /tmp/ml-1m-shaped --seeds 3 --max-epochs 10 --patience 1
     monolith-layers samples --data ml-100k --out /tmp/ml100k-samples   # + side features
     python benchmarks/bench_e2e.py --schema /tmp/ml100k-samples/schema.json \
         --data /tmp/ml100k-samples/train.parquet --valid /tmp/ml100k-samples/valid.parquet \
