@@ -566,6 +566,11 @@ def main() -> None:
     unknown = sorted(set(args.libraries.split(",")) - set(RUNNERS))
     if unknown:
         parser.error(f"--libraries: unknown {unknown}; choose from {list(RUNNERS)}")
+    for name in args.models.split(","):
+        try:  # a misspelt model fails here, not after the data is loaded
+            ModelConfig.from_dict({"encoder": name})
+        except ConfigError as err:
+            parser.error(f"--models: {err}")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
 

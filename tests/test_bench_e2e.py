@@ -148,3 +148,9 @@ def test_sample_log_flags_without_a_schema_are_one_error_line():
 def test_a_missing_schema_file_is_one_error_line(tmp_path):
     done = _run("--schema", str(tmp_path / "nope.json"), "--data", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_unknown_model_is_one_error_line_before_any_data_is_read():
+    done = _run("--models", "din,dinn", "--data", "/no/such/log")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "'dinn'" in done.stderr.splitlines()[-1]
