@@ -367,7 +367,7 @@ def run_deepctr(model_name, task, splits, data, args, seed):
         model = DIN(columns, task.targets, seed=seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
     names = [c.name for c in columns] + (["seq_length"] if task.targets else [])
-    inputs = {part: {k: data[part][k] for k in names} for part in ("train", "valid", "test")}
+    inputs = {part: {k: data[part][k] for k in names} for part in PARTS}
 
     def train_epoch():
         with contextlib.redirect_stdout(io.StringIO()):
@@ -416,7 +416,7 @@ def run_rechub(model_name, task, splits, data, args, seed):
         model = DIN(
             features, history, targets, mlp_params={"dims": [256, 128]}, attention_mlp_params={}
         )
-    x = {part: {k: data[part][k] for k in names} for part in ("train", "valid", "test")}
+    x = {part: {k: data[part][k] for k in names} for part in PARTS}
     generator = DataGenerator(x["train"], data["train"]["label"])
     train_dl, valid_dl, test_dl = generator.generate_dataloader(
         x_val=x["valid"],
