@@ -117,6 +117,10 @@ def test_ours_runs_end_to_end_on_a_sample_log(log):
     assert any(line.startswith("| din ") for line in rows), done.stdout
     assert any(line.startswith("| mean ") for line in rows), done.stdout
     assert "samples: train 600, valid 200, test 200" in done.stdout
+    lines = done.stdout.splitlines()
+    ready = next(i for i, line in enumerate(lines) if "(not in any run's time)" in line)
+    first_run = next(i for i, line in enumerate(lines) if line.lstrip().startswith("seed 0 "))
+    assert ready < first_run, "the kernels must be ready before the first timed run"
 
 
 @pytest.mark.parametrize(
