@@ -73,9 +73,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from harness import kernels_ready
 from sklearn.metrics import log_loss, roc_auc_score
 
-from monolith_layers import build_native
 from monolith_layers.config import ConfigError
 from monolith_layers.data import DataConfig, DataError, build_datasets, load_dataset
 from monolith_layers.data.encoding import describe
@@ -585,9 +585,7 @@ def main() -> None:
     if "monolith-layers" in libraries:
         # A once-per-environment cost (`monolith-layers build-kernels`), not
         # part of any training run: paid here so no run's first epoch carries it.
-        module, seconds = build_native()
-        state = "tensor ops (kernels off or unbuildable)" if module is None else "native kernels"
-        print(f"monolith-layers: {state}, ready in {seconds:.1f} s (not in any run's time)")
+        print(kernels_ready())
     notes = {k: v for k, v in peer_notes(task).items() if k.split()[0] in libraries}
     for where, note in notes.items():
         print(f"  note, {where}: {note}")

@@ -123,6 +123,17 @@ def setup(description: str, add_arguments=None) -> argparse.Namespace:
     return args
 
 
+def kernels_ready() -> str:
+    """Build (or load from the cache) our native kernels now, so that no timed
+    training run pays their once-per-environment compile; returns a line that
+    says what our layers will run and how long getting it ready took."""
+    from monolith_layers import build_native
+
+    module, seconds = build_native()
+    state = "tensor ops (kernels off or unbuildable)" if module is None else "native kernels"
+    return f"monolith-layers: {state}, ready in {seconds:.1f} s (not in any timed run)"
+
+
 def environment() -> dict[str, object]:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {

@@ -19,8 +19,8 @@ import statistics
 import warnings
 
 import torch
+from harness import kernels_ready
 
-from monolith_layers import build_native
 from monolith_layers.data import DataConfig, SyntheticConfig, build_datasets, generate, load_dataset
 from monolith_layers.models import ConfigError, CTRModel, ModelConfig
 from monolith_layers.train import TrainConfig, Trainer, seed_everything
@@ -88,9 +88,7 @@ def main() -> None:
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
     # Built once per environment, never inside the first setting's "s to best".
-    module, seconds = build_native()
-    state = "tensor ops (kernels off or unbuildable)" if module is None else "native kernels"
-    print(f"{state}, ready in {seconds:.1f} s (not in any setting's time)")
+    print(kernels_ready())
     print(
         "| data | model | variant | lr | batch | valid AUC (mean over seeds) | per seed "
         "| best epoch | s to best |"
